@@ -1,0 +1,36 @@
+"""The one device / dtype policy: CUDA when available, then MPS, else CPU; fp32 on CPU."""
+
+from __future__ import annotations
+
+import torch
+
+DTYPES = {"fp32": torch.float32, "bf16": torch.bfloat16, "fp16": torch.float16}
+
+
+def available_devices() -> list[str]:
+    """Device names usable on this machine, best first."""
+    names = []
+    if torch.cuda.is_available():
+        names.append("cuda")
+    if getattr(torch.backends, "mps", None) is not None and torch.backends.mps.is_available():
+        names.append("mps")
+    return names + ["cpu"]
+
+
+def select_device(preference: str | None = None) -> torch.device:
+    """The requested device if usable, else the best available one.
+
+    Args:
+        preference: "cuda", "mps", "cpu", or None / "auto" for the best available.
+    """
+    usable = available_devices()
+    if preference in (None, "auto") or preference not in usable:
+        return torch.device(usable[0])
+    return torch.device(preference)
+
+
+def select_dtype(device: torch.device | str, name: str | None = None) -> torch.dtype:
+    """fp32 on CPU always; on an accelerator the requested dtype (default fp32)."""
+    if torch.device(device).type == "cpu":
+        return torch.float32
+    return DTYPES.get(name or "fp32", torch.float32)

@@ -1,0 +1,355 @@
+"""A GPT with three residual rules: PreNorm, Full AttnRes and Block AttnRes.
+
+Kimi Team, "Attention Residuals", arXiv 2603.15031. Notation follows shared/DESIGN.md §1:
+sublayers (each attention and each MLP) are numbered l = 1..L with L = 2 * n_layer;
+v_0 is the embedding, v_l = f_l(Norm_l(h_l)) the raw output of sublayer l, and h_l its input.
+
+    PreNorm     h_l = v_0 + sum_{i<l} v_i
+    Full        h_l = sum_{i<l} alpha_{i->l} v_i,  alpha_{.->l} = softmax_i(w_l . RMSNorm_l(v_i))
+    Block       the same softmax, over block sums b_0 = v_0, b_1..b_{n-1} and the partial sum of
+                the current block (absent at a block's first layer)
+
+Site L+1 is the output readout: AttnRes models aggregate once more before the final norm.
+"""
+
+from __future__ import annotations
+
+import math
+from collections.abc import Callable
+from dataclasses import dataclass
+
+import torch
+import torch.nn.functional as F
+from torch import Tensor, nn
+
+from .config import ModelConfig
+
+# A mixer replaces the weighted sum at a site (used by probes for ablation and attribution):
+# mixer(site, sources [K, B, T, d], weights [B, T, K] or None for PreNorm) -> h [B, T, d].
+Mixer = Callable[[int, Tensor, Tensor | None], Tensor]
+
+
+def make_norm(config: ModelConfig) -> nn.Module:
+    """The sublayer / final norm: RMSNorm (ours) or LayerNorm (imported GPT-2 family)."""
+    if config.norm == "layernorm":
+        return nn.LayerNorm(config.d_model, eps=config.norm_eps, bias=config.bias)
+    return nn.RMSNorm(config.d_model, eps=config.norm_eps)
+
+
+class CausalSelfAttention(nn.Module):
+    def __init__(self, config: ModelConfig):
+        super().__init__()
+        self.n_head = config.n_head
+        self.dropout = config.dropout
+        self.c_attn = nn.Linear(config.d_model, 3 * config.d_model, bias=config.bias)
+        self.c_proj = nn.Linear(config.d_model, config.d_model, bias=config.bias)
+
+    def forward(self, x: Tensor) -> Tensor:
+        B, T, d = x.shape
+        q, k, v = self.c_attn(x).split(d, dim=2)
+        q, k, v = (t.view(B, T, self.n_head, d // self.n_head).transpose(1, 2) for t in (q, k, v))
+        p = self.dropout if self.training else 0.0
+        y = F.scaled_dot_product_attention(q, k, v, dropout_p=p, is_causal=True)  # [B, H, T, hd]
+        return self.c_proj(y.transpose(1, 2).reshape(B, T, d))
+
+
+class MLP(nn.Module):
+    def __init__(self, config: ModelConfig):
+        super().__init__()
+        self.c_fc = nn.Linear(config.d_model, config.hidden, bias=config.bias)
+        self.c_proj = nn.Linear(config.hidden, config.d_model, bias=config.bias)
+        self.act = {"gelu": nn.GELU(), "gelu_tanh": nn.GELU("tanh"), "relu": nn.ReLU()}[
+            config.activation
+        ]
+
+    def forward(self, x: Tensor) -> Tensor:
+        return self.c_proj(self.act(self.c_fc(x)))
+
+
+class DepthAttention(nn.Module):
+    """One site's softmax over depth: alpha_i = softmax_i(w . RMSNorm(v_i)) (paper Eq. 2-3).
+
+    The query w is zero-initialised, so a fresh model averages its sources uniformly.
+    Keys are RMS-normalised (learnable gain), values stay raw; no temperature, no 1/sqrt(d).
+    """
+
+    def __init__(self, config: ModelConfig):
+        super().__init__()
+        self.query = nn.Parameter(torch.zeros(config.d_model))
+        self.norm = nn.RMSNorm(config.d_model, eps=config.norm_eps)
+
+    def weights(self, sources: Tensor) -> Tensor:
+        """sources [K, B, T, d] -> alpha [B, T, K], a softmax over K per token."""
+        logits = self.norm(sources) @ self.query  # [K, B, T]
+        return logits.float().permute(1, 2, 0).softmax(-1).to(sources.dtype)
+
+    def folded_query(self) -> Tensor:
+        """w * g: the query with the key norm's gain folded in, for pre-normalised keys."""
+        return self.query * self.norm.weight
+
+
+class Block(nn.Module):
+    """One Transformer block = two sublayers, each with its own PreNorm (and depth site)."""
+
+    def __init__(self, config: ModelConfig):
+        super().__init__()
+        self.attn_norm = make_norm(config)
+        self.attn = CausalSelfAttention(config)
+        self.mlp_norm = make_norm(config)
+        self.mlp = MLP(config)
+        self.drop = nn.Dropout(config.dropout)
+        if config.residual != "prenorm":
+            self.attn_res = DepthAttention(config)  # site 2i+1
+            self.mlp_res = DepthAttention(config)  # site 2i+2
+
+    def attention(self, h: Tensor) -> Tensor:
+        return self.drop(self.attn(self.attn_norm(h)))  # v_l = f_l(Norm_l(h_l)), l odd
+
+    def feedforward(self, h: Tensor) -> Tensor:
+        return self.drop(self.mlp(self.mlp_norm(h)))  # v_l = f_l(Norm_l(h_l)), l even
+
+
+@dataclass
+class Internals:
+    """What the model computed on the way (all detached); see DESIGN.md §3 for the labels."""
+
+    embedding: Tensor  # [B, T, d] v_0
+    layer_inputs: list[Tensor]  # L+1 x [B, T, d]: h_1..h_L, h_{L+1}
+    sublayer_outputs: list[Tensor]  # L x [B, T, d]: v_1..v_L
+    depth_weights: list[Tensor] | None  # L+1 x [B, T, K_l]; None for PreNorm
+    depth_sources: list[tuple[str, ...]]  # L+1 label tuples, one per site
+
+
+@dataclass
+class ModelOutput:
+    logits: Tensor  # [B, T, vocab]
+    loss: Tensor | None  # mean next-token cross-entropy when targets are given
+    internals: Internals | None  # when return_internals=True
+
+
+class _Recorder:
+    """Collects detached internals as the forward pass runs."""
+
+    def __init__(self, model: Model, embedding: Tensor):
+        self.model = model
+        self.it = Internals(embedding.detach(), [], [], [], [])
+
+    def site(self, l: int, h: Tensor, weights: Tensor | None) -> None:
+        self.it.layer_inputs.append(h.detach())
+        self.it.depth_sources.append(self.model.depth_source_labels(l))
+        if weights is not None:
+            self.it.depth_weights.append(weights.detach())
+
+    def output(self, v: Tensor) -> None:
+        self.it.sublayer_outputs.append(v.detach())
+
+    def result(self) -> Internals:
+        if self.model.config.residual == "prenorm":
+            self.it.depth_weights = None
+        return self.it
+
+
+def _unit_rms(x: Tensor, eps: float) -> Tensor:
+    """RMSNorm without its gain: x / rms(x). Shared by every site, so computed once per source."""
+    xf = x.float()
+    return (xf * torch.rsqrt(xf.pow(2).mean(-1, keepdim=True) + eps)).to(x.dtype)
+
+
+class Model(nn.Module):
+    """GPT language model; ``config.residual`` picks PreNorm, Full or Block AttnRes."""
+
+    def __init__(self, config: ModelConfig, tokenizer=None):
+        super().__init__()
+        self.config = config
+        self.tokenizer = tokenizer
+        self.wte = nn.Embedding(config.vocab_size, config.d_model)
+        self.wpe = nn.Embedding(config.block_size, config.d_model)
+        self.drop = nn.Dropout(config.dropout)
+        self.blocks = nn.ModuleList(Block(config) for _ in range(config.n_layer))
+        if config.residual != "prenorm":
+            self.out_res = DepthAttention(config)  # site L+1, the output readout
+        self.final_norm = make_norm(config)
+        self.lm_head = nn.Linear(config.d_model, config.vocab_size, bias=False)
+        self.apply(self._init_weights)
+        if config.tie_embeddings:
+            self.lm_head.weight = self.wte.weight  # weight tying, as in GPT-2
+        for name, p in self.named_parameters():  # GPT-2's scaled init of residual projections
+            if name.endswith("c_proj.weight"):
+                nn.init.normal_(p, 0.0, 0.02 / math.sqrt(2 * config.n_layer))
+
+    @staticmethod
+    def _init_weights(module: nn.Module) -> None:
+        if isinstance(module, (nn.Linear, nn.Embedding)):
+            nn.init.normal_(module.weight, 0.0, 0.02)
+        if isinstance(module, nn.Linear) and module.bias is not None:
+            nn.init.zeros_(module.bias)
+
+    # ---- structure -------------------------------------------------------------------------
+    def sublayer(self, l: int) -> Callable[[Tensor], Tensor]:
+        """f_l composed with its PreNorm, for l = 1..L (odd: attention, even: MLP)."""
+        block = self.blocks[(l - 1) // 2]
+        return block.attention if l % 2 else block.feedforward
+
+    def site(self, l: int) -> DepthAttention:
+        """The depth attention that builds h_l, l = 1..L+1 (AttnRes models only)."""
+        if l == self.config.n_sublayers + 1:
+            return self.out_res
+        block = self.blocks[(l - 1) // 2]
+        return block.attn_res if l % 2 else block.mlp_res
+
+    def depth_source_labels(self, l: int) -> tuple[str, ...]:
+        """Labels of the sources that site l reads (DESIGN.md §3)."""
+        cfg, L = self.config, self.config.n_sublayers
+        if cfg.residual != "block":
+            return ("emb",) + tuple(f"L{i}" for i in range(1, min(l, L + 1)))
+        S = cfg.attnres_block_size
+        if l == L + 1:
+            return ("emb",) + tuple(f"B{n}" for n in range(1, cfg.n_blocks + 1))
+        n, first = (l - 1) // S + 1, (l - 1) % S == 0
+        return ("emb",) + tuple(f"B{i}" for i in range(1, n)) + (() if first else ("partial",))
+
+    def readout(self, h: Tensor) -> Tensor:
+        """Final norm then LM head: logits from any stream state (also the logit lens)."""
+        return self.lm_head(self.final_norm(h))
+
+    # ---- forward -------------------------------------------------------------------------
+    def forward(
+        self,
+        tokens: Tensor,
+        targets: Tensor | None = None,
+        return_internals: bool = False,
+        depth_impl: str | None = None,
+        mixer: Mixer | None = None,
+    ) -> ModelOutput:
+        """tokens [B, T] -> logits [B, T, vocab] (+ loss, + internals).
+
+        depth_impl: "sequential" (the literal equations) or "two_phase" (paper Alg. 1);
+        None picks two_phase for AttnRes. A mixer forces the sequential path.
+        """
+        B, T = tokens.shape
+        if T > self.config.block_size:
+            raise ValueError(f"sequence of {T} tokens exceeds the context of {self.config.block_size}")
+        if depth_impl not in (None, "sequential", "two_phase"):
+            raise ValueError(f"depth_impl must be 'sequential' or 'two_phase', got {depth_impl!r}")
+        pos = torch.arange(T, device=tokens.device)
+        v0 = self.drop(self.wte(tokens) + self.wpe(pos))  # [B, T, d] = v_0
+        rec = _Recorder(self, v0) if return_internals else None
+        attnres = self.config.residual != "prenorm"
+        if attnres and mixer is None and depth_impl != "sequential":
+            h_out = self._two_phase(v0, rec)
+        else:
+            h_out = self._sequential(v0, rec, mixer)
+        logits = self.readout(h_out)
+        loss = None
+        if targets is not None:
+            loss = F.cross_entropy(
+                logits.float().view(-1, logits.size(-1)), targets.view(-1), ignore_index=-1
+            )
+        return ModelOutput(logits, loss, rec.result() if rec else None)
+
+    def _sequential(self, v0: Tensor, rec: _Recorder | None, mixer: Mixer | None) -> Tensor:
+        """The equations as written, one site at a time; returns h_{L+1}."""
+        cfg, L = self.config, self.config.n_sublayers
+        S = cfg.attnres_block_size if cfg.residual == "block" else 1
+        completed, partial = [v0], None  # Full: v_0..v_{l-1}; Block: b_0..b_{n-1}
+        stream = v0  # PreNorm: h_l = v_0 + sum_{i<l} v_i, kept as a running sum
+        for l in range(1, L + 2):
+            if l == L + 1 and partial is not None:
+                completed, partial = completed + [partial], None  # last block counts as done
+            sources = completed + ([partial] if partial is not None else [])
+            h, weights = self._mix(l, sources, stream, mixer)
+            if rec:
+                rec.site(l, h, weights)
+            if l == L + 1:
+                return h
+            v = self.sublayer(l)(h)  # v_l = f_l(Norm_l(h_l))
+            if rec:
+                rec.output(v)
+            stream = stream + v
+            partial = v if partial is None else partial + v  # b_n accumulates its sublayers
+            if l % S == 0:
+                completed, partial = completed + [partial], None
+        raise AssertionError("unreachable")
+
+    def _mix(self, l: int, sources: list[Tensor], stream: Tensor, mixer: Mixer | None):
+        weights = None
+        if self.config.residual != "prenorm":
+            stacked = torch.stack(sources)  # [K, B, T, d]
+            weights = self.site(l).weights(stacked)  # [B, T, K]
+            if mixer is None:
+                return torch.einsum("btk,kbtd->btd", weights, stacked), weights
+        elif mixer is None:
+            return stream, None
+        return mixer(l, torch.stack(sources), weights), weights
+
+    def _groups(self) -> list[range]:
+        """Sites batched together by the two-phase path: Block's blocks, Full's chunks, readout."""
+        L = self.config.n_sublayers
+        size = self.config.attnres_block_size if self.config.residual == "block" else None
+        size = size or max(1, math.isqrt(L))
+        return [range(a, min(a + size, L + 1)) for a in range(1, L + 1, size)] + [range(L + 1, L + 2)]
+
+    def _two_phase(self, v0: Tensor, rec: _Recorder | None) -> Tensor:
+        """Paper Algorithm 1. Phase 1 batches a group's queries against the completed sources
+        (returning output, max and sum-exp); phase 2 merges the sources made inside the group
+        by online softmax. Keys are normalised once per source: w . RMSNorm_l(v) = (w*g_l) . v/rms(v).
+        """
+        eps, block = self.config.norm_eps, self.config.residual == "block"
+        completed, units = [v0], [_unit_rms(v0, eps)]
+        for sites in self._groups():
+            values, keys = torch.stack(completed), torch.stack(units)  # [K, B, T, d]
+            queries = torch.stack([self.site(l).folded_query() for l in sites])  # [G, d]
+            logits = torch.einsum("kbtd,gd->gbtk", keys, queries).float()  # phase 1
+            m = logits.amax(-1, keepdim=True)  # [G, B, T, 1]
+            p = (logits - m).exp()
+            s = p.sum(-1, keepdim=True)
+            out = torch.einsum("gbtk,kbtd->gbtd", (p / s).to(values.dtype), values)
+            inner, inner_units = [], []  # sources made inside this group
+            for j, l in enumerate(sites):
+                h, weights = self._merge(out[j], m[j], s[j], p[j], queries[j], inner, inner_units)
+                if rec:
+                    rec.site(l, h, weights)
+                if l == self.config.n_sublayers + 1:
+                    return h
+                v = self.sublayer(l)(h)
+                if rec:
+                    rec.output(v)
+                inner = [inner[0] + v if inner else v] if block else inner + [v]
+                inner_units = (inner_units[:0] if block else inner_units) + [_unit_rms(inner[-1], eps)]
+            completed, units = completed + inner, units + inner_units
+        raise AssertionError("unreachable")
+
+    @staticmethod
+    def _merge(out, m, s, p, query, inner, inner_units):
+        """Phase 2: fold the group-internal sources into (out, max, sum-exp) by online softmax."""
+        if not inner:
+            return out, (p / s).to(out.dtype)
+        values, keys = torch.stack(inner), torch.stack(inner_units)  # [J, B, T, d]
+        logits = torch.einsum("jbtd,d->btj", keys, query).float()
+        m_new = torch.maximum(m, logits.amax(-1, keepdim=True))
+        old = s * (m - m_new).exp()  # phase-1 mass, rescaled to the new max
+        e = (logits - m_new).exp()
+        total = old + e.sum(-1, keepdim=True)
+        h = out * (old / total).to(out.dtype) + torch.einsum(
+            "btj,jbtd->btd", (e / total).to(out.dtype), values
+        )
+        weights = torch.cat([p * (old / s) / total, e / total], dim=-1)
+        return h, weights.to(out.dtype)
+
+    # ---- helpers -------------------------------------------------------------------------
+    def num_params(self) -> int:
+        """Parameters counted once (a tied head is not counted twice)."""
+        return sum(p.numel() for p in self.parameters())
+
+    @torch.no_grad()
+    def generate(self, tokens: Tensor, max_new_tokens: int, temperature: float = 1.0,
+                 top_k: int | None = None, generator: torch.Generator | None = None) -> Tensor:
+        """Samples max_new_tokens continuations of tokens [B, T] (window = context)."""
+        for _ in range(max_new_tokens):
+            logits = self(tokens[:, -self.config.block_size :]).logits[:, -1, :] / temperature
+            if top_k is not None:
+                kth = torch.topk(logits, min(top_k, logits.size(-1))).values[:, -1:]
+                logits = logits.masked_fill(logits < kth, float("-inf"))
+            nxt = torch.multinomial(logits.softmax(-1), 1, generator=generator)
+            tokens = torch.cat([tokens, nxt], dim=1)
+        return tokens
