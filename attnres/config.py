@@ -44,6 +44,8 @@ class ModelConfig:
     d_mlp: int | None = None  # MLP hidden width; None means 4 * d_model
     tie_embeddings: bool = True  # LM head shares the token embedding matrix
     dropout: float = 0.0  # dropout on embeddings and sublayer outputs
+    depth_norm_eps: float | None = None  # eps of the depth-attention key norms; None = norm_eps
+    #   (imported peers differ: nanogpt-attnres-repro keys use 1e-8 under 1e-5 LayerNorms)
 
     def __post_init__(self):
         problem = self.problem()
@@ -70,12 +72,20 @@ class ModelConfig:
             size = self.attnres_block_size
             if not isinstance(size, int) or isinstance(size, bool) or size < 1:
                 return f"a 'block' model needs 'attnres_block_size' >= 1 (sublayers), got {size!r}"
+        return self._layer_problem()
+
+    def _layer_problem(self) -> str | None:
+        """The layer choices (norm, activation) and the float fields (eps, dropout)."""
         if self.norm not in NORMS:
             return f"'norm' must be one of {', '.join(NORMS)}, got {self.norm!r}"
         if self.activation not in ACTIVATIONS:
             return f"'activation' must be one of {', '.join(ACTIVATIONS)}, got {self.activation!r}"
         if not isinstance(self.norm_eps, (int, float)) or not 0 < self.norm_eps < 1:
             return f"'norm_eps' must be a number in (0, 1), got {self.norm_eps!r}"
+        if self.depth_norm_eps is not None and (
+            not isinstance(self.depth_norm_eps, (int, float)) or not 0 < self.depth_norm_eps < 1
+        ):
+            return f"'depth_norm_eps' must be null or a number in (0, 1), got {self.depth_norm_eps!r}"
         if not isinstance(self.dropout, (int, float)) or not 0 <= self.dropout < 1:
             return f"'dropout' must be a number in [0, 1), got {self.dropout!r}"
         return None
@@ -84,6 +94,11 @@ class ModelConfig:
     def n_sublayers(self) -> int:
         """L: attention and MLP sublayers each count once."""
         return 2 * self.n_layer
+
+    @property
+    def key_norm_eps(self) -> float:
+        """eps of the depth-attention key RMSNorms (defaults to norm_eps)."""
+        return self.norm_eps if self.depth_norm_eps is None else self.depth_norm_eps
 
     @property
     def hidden(self) -> int:

@@ -76,7 +76,8 @@ class DepthAttention(nn.Module):
     def __init__(self, config: ModelConfig):
         super().__init__()
         self.query = nn.Parameter(torch.zeros(config.d_model))
-        self.norm = nn.RMSNorm(config.d_model, eps=config.norm_eps)
+        # key_norm_eps == norm_eps unless an imported peer used its own (config.depth_norm_eps)
+        self.norm = nn.RMSNorm(config.d_model, eps=config.key_norm_eps)
 
     def weights(self, sources: Tensor) -> Tensor:
         """sources [K, B, T, d] -> alpha [B, T, K], a softmax over K per token."""
@@ -243,7 +244,7 @@ class Model(nn.Module):
         loss = None
         if targets is not None:
             loss = F.cross_entropy(
-                logits.float().view(-1, logits.size(-1)), targets.view(-1), ignore_index=-1
+                logits.float().view(-1, logits.size(-1)), targets.reshape(-1), ignore_index=-1
             )
         return ModelOutput(logits, loss, rec.result() if rec else None)
 
@@ -294,7 +295,7 @@ class Model(nn.Module):
         (returning output, max and sum-exp); phase 2 merges the sources made inside the group
         by online softmax. Keys are normalised once per source: w . RMSNorm_l(v) = (w*g_l) . v/rms(v).
         """
-        eps, block = self.config.norm_eps, self.config.residual == "block"
+        eps, block = self.config.key_norm_eps, self.config.residual == "block"  # the key norms' eps
         completed, units = [v0], [_unit_rms(v0, eps)]
         for sites in self._groups():
             values, keys = torch.stack(completed), torch.stack(units)  # [K, B, T, d]
