@@ -22,6 +22,7 @@ import torch
 import torch.nn.functional as F
 from torch import Tensor, nn
 
+from . import kernels
 from .config import ModelConfig
 
 # A mixer replaces the weighted sum at a site (used by probes for ablation and attribution):
@@ -225,18 +226,22 @@ class Model(nn.Module):
         """tokens [B, T] -> logits [B, T, vocab] (+ loss, + internals).
 
         depth_impl: "sequential" (the literal equations) or "two_phase" (paper Alg. 1);
-        None picks two_phase for AttnRes. A mixer forces the sequential path.
+        None picks two_phase for AttnRes. A mixer forces the sequential path. "fused" is two_phase
+        on the Triton kernel of kernels.py (CUDA, under no_grad, no internals), else two_phase.
         """
         B, T = tokens.shape
         if T > self.config.block_size:
             raise ValueError(f"sequence of {T} tokens exceeds the context of {self.config.block_size}")
-        if depth_impl not in (None, "sequential", "two_phase"):
-            raise ValueError(f"depth_impl must be 'sequential' or 'two_phase', got {depth_impl!r}")
+        if depth_impl not in (None, "sequential", "two_phase", "fused"):
+            raise ValueError(f"depth_impl must be 'sequential', 'two_phase' or 'fused', got {depth_impl!r}")
         pos = torch.arange(T, device=tokens.device)
         v0 = self.drop(self.wte(tokens) + self.wpe(pos))  # [B, T, d] = v_0
         rec = _Recorder(self, v0) if return_internals else None
         attnres = self.config.residual != "prenorm"
-        if attnres and mixer is None and depth_impl != "sequential":
+        fused = depth_impl == "fused" and rec is None and kernels.fused_applicable(v0)
+        if attnres and mixer is None and fused:  # inference-only kernel path (issue #8)
+            h_out = kernels.fused_two_phase(self, v0)
+        elif attnres and mixer is None and depth_impl != "sequential":
             h_out = self._two_phase(v0, rec)
         else:
             h_out = self._sequential(v0, rec, mixer)
