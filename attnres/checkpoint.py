@@ -6,6 +6,7 @@ from __future__ import annotations
 
 import json
 import os
+import struct
 from pathlib import Path
 
 import torch
@@ -20,15 +21,35 @@ FORMAT = "attnres-lens"
 FORMAT_VERSION = 1
 CONFIG_FILE, WEIGHTS_FILE, CARD_FILE = "config.json", "model.safetensors", "README.md"
 MAX_CONFIG_BYTES = 10_000_000
+MAX_MESSAGE_CHARS = 600  # a CheckpointError message is one line a person reads
+ARCHIVE_SUFFIXES = (".zip", ".tar", ".tgz", ".gz", ".bz2", ".xz", ".zst", ".7z", ".rar")
+BOOL_FIELDS = ("bias", "tie_embeddings")
 REQUIRED = ("vocab_size", "block_size", "n_layer", "n_head", "d_model", "norm_eps", "residual")
 
 
 class CheckpointError(Exception):
     """A checkpoint could not be loaded; the message is one sentence a person can act on."""
 
+    def __init__(self, message: str = "The checkpoint could not be loaded."):
+        super().__init__(one_sentence(message))
 
-def save_model(model: Model, directory, card: str | None = None, dtype: torch.dtype | None = None,
-               extra_config: dict | None = None) -> Path:
+
+def one_sentence(text) -> str:
+    """Makes a message safe to show as one line: control characters (newlines, terminal escapes
+    from file or tensor names) are escaped, the length is bounded and it ends with a period."""
+    text = "".join(ch if ch.isprintable() else repr(ch)[1:-1] for ch in str(text)).strip()
+    if len(text) > MAX_MESSAGE_CHARS:
+        text = text[: MAX_MESSAGE_CHARS - 100] + " ... " + text[-95:]
+    return text if text.endswith((".", "!", "?")) else text + "."
+
+
+def save_model(
+    model: Model,
+    directory,
+    card: str | None = None,
+    dtype: torch.dtype | None = None,
+    extra_config: dict | None = None,
+) -> Path:
     """Writes ``model`` as a checkpoint directory; returns its path.
 
     Args:
@@ -43,6 +64,8 @@ def save_model(model: Model, directory, card: str | None = None, dtype: torch.dt
     config = {"format": FORMAT, "format_version": FORMAT_VERSION, **model.config.to_dict()}
     if model.tokenizer is not None:
         config["tokenizer"] = model.tokenizer.to_dict()
+        if hasattr(model.tokenizer, "write_files"):  # e.g. an imported HF tokenizer.json, named in config.json
+            model.tokenizer.write_files(directory)
     config.update(extra_config or {})
     tensors = {}
     for name, tensor in model.state_dict().items():
@@ -70,20 +93,52 @@ def load_model(path, device="cpu", allow_nonfinite: bool = False) -> Model:
     for anything invalid; never executes code from the checkpoint.
     """
     path = _existing(path)
+    try:
+        model = _load(path, allow_nonfinite)
+    except CheckpointError:
+        raise
+    except Exception as exc:  # noqa: BLE001 (a bad file must never surface as a bare traceback)
+        reason = str(exc).splitlines()[0][:200] if str(exc).strip() else "no details"
+        raise CheckpointError(f"{path} could not be loaded ({exc.__class__.__name__}: {reason}).") from None
+    return model.to(device).eval()
+
+
+def _load(path: Path, allow_nonfinite: bool) -> Model:
+    if not path.is_dir():
+        _check_plain_file(path)
     directory = path if path.is_dir() else path.parent
-    config_path = directory / CONFIG_FILE
-    if not _is_ours(config_path):
+    if not _is_ours(directory / CONFIG_FILE):
         from .importers import import_foreign  # noqa: PLC0415 (foreign formats are rarer)
 
-        model = import_foreign(path, allow_nonfinite=allow_nonfinite)
-    else:
-        model = load_ours(directory, allow_nonfinite=allow_nonfinite)
-    return model.to(device).eval()
+        return import_foreign(path, allow_nonfinite=allow_nonfinite)
+    model = load_ours(directory, allow_nonfinite=allow_nonfinite)
+    from .importers.report import own_format_report  # noqa: PLC0415 (importers import this module)
+
+    model.import_report = own_format_report(model, directory)  # what the user sees after any load
+    return model
+
+
+def _check_plain_file(path: Path) -> None:
+    """Refuses pipes, devices and archives before anything opens them (a FIFO would block)."""
+    if not path.is_file():
+        raise CheckpointError(
+            f"{path} is not a regular file or directory; a pipe, socket or device cannot be a checkpoint."
+        )
+    name = path.name.lower()
+    with open(path, "rb") as file:
+        head = file.read(512)
+    if name.endswith(ARCHIVE_SUFFIXES) or head[257:262] == b"ustar" or head[:2] == b"\x1f\x8b":
+        raise CheckpointError(
+            f"{path} is a zip or tar archive, which is not read directly; unpack it and give the "
+            "checkpoint directory (the one holding config.json)."
+        )
 
 
 def _existing(path) -> Path:
     try:
         path = Path(path)
+        if not path.exists() and path.is_symlink():
+            raise CheckpointError(f"{path} is a symbolic link that leads nowhere (a broken link or a loop).")
         if not path.exists():
             raise CheckpointError(f"{path} does not exist; give a checkpoint directory or file.")
         path.resolve(strict=True)
@@ -95,42 +150,59 @@ def _existing(path) -> Path:
 
 
 def _is_ours(config_path: Path) -> bool:
-    if not config_path.is_file():
+    if not (config_path.exists() or config_path.is_symlink()):
         return False
     try:
-        data = json.loads(config_path.read_bytes()[:MAX_CONFIG_BYTES])
-    except (OSError, ValueError):
+        data = _read_json(config_path)
+    except CheckpointError:
         return True  # a broken config.json: report it as ours, with the reason
-    return isinstance(data, dict) and ("format" in data or "residual" in data)
+    return not isinstance(data, dict) or "format" in data or "residual" in data
+
+
+def _read_json(config_path: Path):
+    """The parsed JSON of a config file, read only if it is a regular file of bounded size."""
+    if not config_path.is_file():
+        if config_path.exists() or config_path.is_symlink():
+            raise CheckpointError(
+                f"{config_path} is not a regular file (or is a broken link); it must be JSON."
+            )
+        raise CheckpointError(f"{config_path.parent} has no {CONFIG_FILE}; a checkpoint directory needs one.")
+    try:
+        with open(config_path, "rb") as file:
+            data = file.read(MAX_CONFIG_BYTES + 1)
+        if len(data) > MAX_CONFIG_BYTES:
+            raise CheckpointError(f"{config_path} is larger than {MAX_CONFIG_BYTES} bytes.")
+        return json.loads(data.decode("utf-8"))
+    except CheckpointError:
+        raise
+    except RecursionError:
+        raise CheckpointError(f"{config_path} is not valid JSON (it nests too deeply).") from None
+    except (OSError, UnicodeDecodeError, ValueError) as exc:
+        raise CheckpointError(f"{config_path} is not valid JSON ({exc}).") from None
 
 
 def read_config(directory: Path) -> tuple[ModelConfig, dict]:
     """Parses and validates ``config.json``; returns the config and the raw dict."""
     config_path = directory / CONFIG_FILE
-    try:
-        if config_path.stat().st_size > MAX_CONFIG_BYTES:
-            raise CheckpointError(f"{config_path} is larger than {MAX_CONFIG_BYTES} bytes.")
-        raw = json.loads(config_path.read_text(encoding="utf-8"))
-    except CheckpointError:
-        raise
-    except FileNotFoundError:
-        raise CheckpointError(f"{directory} has no {CONFIG_FILE}; a checkpoint directory needs one.") from None
-    except (OSError, UnicodeDecodeError, ValueError) as exc:
-        raise CheckpointError(f"{config_path} is not valid JSON ({exc}).") from None
+    raw = _read_json(config_path)
     if not isinstance(raw, dict):
         raise CheckpointError(f"{config_path} must hold a JSON object, not {type(raw).__name__}.")
     if raw.get("format", FORMAT) != FORMAT:
         raise CheckpointError(f"{config_path} has format {raw.get('format')!r}; expected {FORMAT!r}.")
     version = raw.get("format_version", FORMAT_VERSION)
-    if version != FORMAT_VERSION:
+    if type(version) is not int or version != FORMAT_VERSION:
         raise CheckpointError(
-            f"{config_path} has format_version {version!r}; this version of AttnRes Lens reads {FORMAT_VERSION}."
+            f"{config_path} has format_version {version!r}; "
+            f"this version of AttnRes Lens reads {FORMAT_VERSION}."
         )
     missing = [k for k in REQUIRED if k not in raw]
     if raw.get("residual") == "block" and "attnres_block_size" not in raw:
         missing.append("attnres_block_size")
     if missing:
         raise CheckpointError(f"{config_path} is missing required field(s): {', '.join(missing)}.")
+    for key in BOOL_FIELDS:
+        if key in raw and not isinstance(raw[key], bool):
+            raise CheckpointError(f"{config_path}: '{key}' must be true or false, got {raw[key]!r}.")
     try:
         config = ModelConfig.from_dict(raw)
     except (TypeError, ValueError) as exc:
@@ -141,7 +213,10 @@ def read_config(directory: Path) -> tuple[ModelConfig, dict]:
 def read_safetensors(path: Path) -> dict[str, torch.Tensor]:
     """Reads every tensor of a safetensors file; CheckpointError if it is unreadable."""
     if not path.is_file():
-        raise CheckpointError(f"{path} is missing; the weights must be in a safetensors file.")
+        raise CheckpointError(
+            f"{path} is missing or not a regular file; the weights must be a safetensors file."
+        )
+    _check_safetensors_header(path)
     try:
         with safe_open(str(path), framework="pt") as f:
             return {k: f.get_tensor(k) for k in f.keys()}
@@ -150,23 +225,40 @@ def read_safetensors(path: Path) -> dict[str, torch.Tensor]:
         raise CheckpointError(f"{path} is not a valid safetensors file ({reason}).") from None
 
 
+def _check_safetensors_header(path: Path) -> None:
+    """Checks the 8-byte header length against the file size before the parser sees the file."""
+    size = path.stat().st_size
+    with open(path, "rb") as file:
+        head = file.read(8)
+    if len(head) < 8:
+        raise CheckpointError(f"{path} is not a valid safetensors file (only {size} bytes long).")
+    (header_bytes,) = struct.unpack("<Q", head)
+    if header_bytes > size - 8:
+        raise CheckpointError(
+            f"{path} is not a valid safetensors file (its header claims {header_bytes} bytes but the "
+            f"file has {size}); it is truncated or corrupt."
+        )
+
+
 def load_ours(directory: Path, allow_nonfinite: bool = False) -> Model:
     """Loads a checkpoint directory in our format."""
     config, raw = read_config(directory)
     try:
         tokenizer = tokenizer_from_dict(raw.get("tokenizer"), directory)
-    except (ValueError, TypeError, OSError) as exc:
+    except (ValueError, TypeError, KeyError, OSError, ImportError) as exc:
         raise CheckpointError(f"{directory / CONFIG_FILE}: bad 'tokenizer' entry ({exc}).") from None
     if tokenizer is not None and len(tokenizer) > config.vocab_size:
         raise CheckpointError(
-            f"{directory / CONFIG_FILE}: the tokenizer has {len(tokenizer)} tokens but vocab_size is {config.vocab_size}."
+            f"{directory / CONFIG_FILE}: the tokenizer has {len(tokenizer)} tokens "
+            f"but vocab_size is {config.vocab_size}."
         )
     tensors = read_safetensors(directory / WEIGHTS_FILE)
     return build_model(config, tensors, directory / WEIGHTS_FILE, tokenizer, allow_nonfinite)
 
 
-def build_model(config: ModelConfig, tensors: dict, source: Path, tokenizer=None,
-                allow_nonfinite: bool = False) -> Model:
+def build_model(
+    config: ModelConfig, tensors: dict, source: Path, tokenizer=None, allow_nonfinite: bool = False
+) -> Model:
     """Builds a Model from config and a state dict, checking names, shapes and values."""
     _check_size(config, tensors, source)
     with torch.device("meta"):
@@ -177,19 +269,23 @@ def build_model(config: ModelConfig, tensors: dict, source: Path, tokenizer=None
     missing = sorted(set(expected) - set(tensors))
     extra = sorted(set(tensors) - set(expected))
     if missing or extra:
-        parts = ([f"missing {_few(missing)}"] if missing else []) + ([f"unexpected {_few(extra)}"] if extra else [])
+        parts = ([f"missing {_few(missing)}"] if missing else []) + (
+            [f"unexpected {_few(extra)}"] if extra else []
+        )
         raise CheckpointError(f"{source} does not match its config ({'; '.join(parts)}).")
+    state = {}
     for name, want in expected.items():
         got = tensors[name]
         if tuple(got.shape) != tuple(want.shape):
             raise CheckpointError(
-                f"{source}: tensor {name} has shape {list(got.shape)} but the config implies {list(want.shape)}."
+                f"{source}: tensor {name} has shape {list(got.shape)} "
+                f"but the config implies {list(want.shape)}."
             )
         if not got.is_floating_point():
             raise CheckpointError(f"{source}: tensor {name} has dtype {got.dtype}; expected floating point.")
-        if not allow_nonfinite and not torch.isfinite(got).all():
+        state[name] = got.float()  # float8 has no isfinite; fp16/bf16 are upcast anyway
+        if not allow_nonfinite and not torch.isfinite(state[name]).all():
             raise CheckpointError(f"{source}: tensor {name} contains NaN or Inf values.")
-    state = {k: tensors[k].float() for k in expected}
     model.load_state_dict(state, strict=False, assign=True)
     if config.tie_embeddings:
         model.lm_head.weight = model.wte.weight
@@ -203,7 +299,8 @@ def _check_size(config: ModelConfig, tensors: dict, source: Path) -> None:
     implied = config.vocab_size * d + config.block_size * d + L * (4 * d * d + 2 * d * config.hidden)
     if implied > 4 * stored + 1_000_000:
         raise CheckpointError(
-            f"{source} holds {stored} numbers but its config implies about {implied}; the config does not match the weights."
+            f"{source} holds {stored} numbers but its config implies about {implied}; "
+            "the config does not match the weights."
         )
 
 
