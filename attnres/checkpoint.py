@@ -64,7 +64,7 @@ def save_model(
     config = {"format": FORMAT, "format_version": FORMAT_VERSION, **model.config.to_dict()}
     if model.tokenizer is not None:
         config["tokenizer"] = model.tokenizer.to_dict()
-        if hasattr(model.tokenizer, "write_files"):  # e.g. an imported HF tokenizer.json, named in config.json
+        if hasattr(model.tokenizer, "write_files"):  # e.g. an HF tokenizer.json, named in config.json
             model.tokenizer.write_files(directory)
     config.update(extra_config or {})
     tensors = {}

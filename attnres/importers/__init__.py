@@ -1,0 +1,79 @@
+"""Imports the checkpoints people have into our structure, exactly, with an ImportReport.
+
+Detection order (first match wins; our own format is recognised earlier, in load_model):
+
+  1. a directory (or a file in one) whose config.json has a ``model_type``  -> Hugging Face;
+     only ``gpt2`` is imported (gpt2.import_hf_gpt2), any other model_type is refused.
+  2. a torch-pickled file (``*.pt``, ``*.pth``, ``*.ckpt``, ``*.bin``) or a directory holding
+     ``ckpt.pt``, read with ``torch.load(weights_only=True)``; its state dict decides:
+       a. ``attnres_mixer.mixer.queries``           -> tokenbender/nanogpt-attnres-repro
+       b. ``transformer.h.{i}.attn_res_proj.weight`` -> nanoGPT AttnRes PR layout: refused
+       c. ``transformer.h.{i}.attn.c_attn.weight``   -> nanoGPT (GPT-2)
+  3. anything else is refused with a sentence saying what was expected.
+
+The name mapping of each layout is a regex table in ``mapping.py`` (GPT-2) and ``peers.py``.
+"""
+
+from __future__ import annotations
+
+import json
+from pathlib import Path
+
+from ..checkpoint import CONFIG_FILE, MAX_CONFIG_BYTES, CheckpointError
+from .gpt2 import import_hf_gpt2, import_nanogpt, state_dict_of
+from .peers import import_repro, is_nanogpt_pr, is_repro, refuse_nanogpt_pr
+from .pickles import load_torch_file
+from .report import ImportReport
+
+__all__ = ["ImportReport", "import_foreign"]
+
+TORCH_SUFFIXES = (".pt", ".pth", ".ckpt", ".bin")
+
+
+def import_foreign(path: Path, allow_nonfinite: bool = False):
+    """Imports a checkpoint that is not in our format, or raises CheckpointError.
+
+    Args:
+        path: a checkpoint file or directory that is not ours.
+        allow_nonfinite: keep NaN/Inf weights (for the inspector) instead of refusing them.
+
+    Returns:
+        The model (eval mode, CPU) with ``model.import_report`` set.
+    """
+    path = Path(path)
+    directory = path if path.is_dir() else path.parent
+    if path.is_file() and path.suffix in TORCH_SUFFIXES and path.name != "pytorch_model.bin":
+        return _import_torch_file(path, allow_nonfinite)
+    if _hf_model_type(directory / CONFIG_FILE) is not None:
+        return import_hf_gpt2(directory, allow_nonfinite)
+    if path.is_dir() and (path / "ckpt.pt").is_file():
+        return _import_torch_file(path / "ckpt.pt", allow_nonfinite)
+    raise CheckpointError(
+        f"{path} is not a checkpoint this version can read: expected an AttnRes Lens directory "
+        "(config.json with 'format': 'attnres-lens'), a Hugging Face GPT-2 directory, or a nanoGPT ckpt.pt."
+    )
+
+
+def _hf_model_type(config_path: Path) -> str | None:
+    if not config_path.is_file() or config_path.stat().st_size > MAX_CONFIG_BYTES:
+        return None
+    try:
+        raw = json.loads(config_path.read_text(encoding="utf-8"))
+    except (OSError, UnicodeDecodeError, ValueError):
+        return None
+    return raw.get("model_type") if isinstance(raw, dict) else None
+
+
+def _import_torch_file(path: Path, allow_nonfinite: bool):
+    data = load_torch_file(path)
+    state = state_dict_of(data, path)
+    if is_repro(state):
+        return import_repro(path, data, allow_nonfinite)
+    if is_nanogpt_pr(state):
+        refuse_nanogpt_pr(path)
+    if "transformer.h.0.attn.c_attn.weight" in state:
+        return import_nanogpt(path, data, allow_nonfinite)
+    raise CheckpointError(
+        f"{path} holds a state dict of no known layout (no transformer.h.0.attn.c_attn.weight, "
+        "no attnres_mixer.mixer.queries); expected a nanoGPT or nanogpt-attnres-repro ckpt.pt."
+    )

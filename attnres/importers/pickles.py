@@ -1,0 +1,87 @@
+"""The only two ways this project reads a pickle, both unable to run code.
+
+- ``torch.load(..., weights_only=True)``: torch's restricted unpickler (tensors and plain
+  containers only); anything else in the file makes it raise, and we re-raise CheckpointError.
+- nanoGPT's char-level ``meta.pkl``: our own Unpickler whose ``find_class`` refuses every global,
+  so only the pickle opcodes for dicts, lists, strings and numbers can run; the result is then
+  checked to hold nothing but dicts, lists, strings and ints.
+"""
+
+from __future__ import annotations
+
+import io
+import pickle
+from pathlib import Path
+
+import torch
+
+from ..checkpoint import CheckpointError
+from ..tokenizer import CharTokenizer
+
+MAX_META_BYTES = 10_000_000
+
+
+def load_torch_file(path: Path) -> dict:
+    """Reads a torch-pickled checkpoint with weights_only=True; it must hold a dict."""
+    try:
+        data = torch.load(path, map_location="cpu", weights_only=True)
+    except Exception as exc:  # UnpicklingError, RuntimeError, EOFError, ... all mean "refused"
+        reason = str(exc).strip().splitlines()[0][:200] if str(exc).strip() else exc.__class__.__name__
+        raise CheckpointError(
+            f"{path} could not be read safely with torch.load(weights_only=True) ({reason}); "
+            "only tensors and plain containers are accepted."
+        ) from None
+    if not isinstance(data, dict):
+        raise CheckpointError(
+            f"{path} holds a {type(data).__name__}; expected a dict like nanoGPT's ckpt.pt."
+        )
+    return data
+
+
+class _NoGlobalsUnpickler(pickle.Unpickler):
+    """Refuses every class and function: only plain data opcodes can be unpickled."""
+
+    def find_class(self, module: str, name: str):
+        raise pickle.UnpicklingError(f"it refers to {module}.{name}; only plain data is allowed")
+
+
+def _is_plain(value, depth: int = 0) -> bool:
+    if depth > 4:
+        return False
+    if isinstance(value, (str, int)) and not isinstance(value, bool):
+        return True
+    if isinstance(value, list):
+        return all(_is_plain(v, depth + 1) for v in value)
+    if isinstance(value, dict):
+        return all(_is_plain(k, depth + 1) and _is_plain(v, depth + 1) for k, v in value.items())
+    return False
+
+
+def read_meta_pkl(path: Path) -> CharTokenizer:
+    """nanoGPT's char-level ``meta.pkl`` ({"vocab_size", "itos", "stoi"}) -> CharTokenizer."""
+    try:
+        raw = path.read_bytes()
+        if len(raw) > MAX_META_BYTES:
+            raise CheckpointError(f"{path} is larger than {MAX_META_BYTES} bytes; not a char vocabulary.")
+        meta = _NoGlobalsUnpickler(io.BytesIO(raw)).load()
+    except CheckpointError:
+        raise
+    except Exception as exc:
+        raise CheckpointError(f"{path} is not a plain-data pickle ({exc}); it was not loaded.") from None
+    if not _is_plain(meta) or not isinstance(meta, dict) or not isinstance(meta.get("itos"), dict):
+        raise CheckpointError(
+            f"{path} must hold only dicts, lists, strings and ints with an 'itos' dict (nanoGPT's meta.pkl)."
+        )
+    itos = meta["itos"]
+    if sorted(itos) != list(range(len(itos))) or not all(
+        isinstance(c, str) and len(c) == 1 for c in itos.values()
+    ):
+        raise CheckpointError(f"{path}: 'itos' must map ids 0..n-1 to single characters.")
+    if meta.get("vocab_size", len(itos)) != len(itos):
+        raise CheckpointError(
+            f"{path}: vocab_size {meta.get('vocab_size')} does not match {len(itos)} 'itos' entries."
+        )
+    try:
+        return CharTokenizer("".join(itos[i] for i in range(len(itos))))
+    except ValueError as exc:
+        raise CheckpointError(f"{path}: {exc}.") from None

@@ -1,0 +1,104 @@
+"""What an import did, for the person who loaded the checkpoint (``model.import_report``)."""
+
+from __future__ import annotations
+
+from dataclasses import dataclass, field
+from pathlib import Path
+
+
+@dataclass(frozen=True)
+class ImportReport:
+    """The outcome of loading one checkpoint, attached to the model as ``model.import_report``.
+
+    Attributes:
+        format: detected format: "attnres-lens", "nanogpt", "hf-gpt2" or "nanogpt-attnres-repro".
+        source: the file or directory that was read.
+        architecture: one line describing the model as we run it.
+        n_params: parameters, a tied head counted once.
+        mapped: (foreign key, our key) pairs; identical pairs for our own format.
+        ignored: foreign keys that were not used, each with the reason in parentheses.
+        missing: our parameters the file does not hold, each with the convention that filled it.
+        conventions: the peer's depth-attention conventions as read from its config (name -> value).
+        trained_steps: optimisation steps the checkpoint says it had (None when it does not say).
+        notes: anything else a person should know (e.g. a tokenizer that was not found).
+    """
+
+    format: str
+    source: str
+    architecture: str
+    n_params: int
+    mapped: tuple[tuple[str, str], ...] = ()
+    ignored: tuple[str, ...] = ()
+    missing: tuple[str, ...] = ()
+    conventions: tuple[tuple[str, str], ...] = ()
+    trained_steps: int | None = None
+    notes: tuple[str, ...] = field(default=())
+
+    def __post_init__(self):
+        if self.n_params < 0:
+            raise ValueError("n_params must be >= 0")
+        if any(len(pair) != 2 for pair in self.mapped):
+            raise ValueError("mapped holds (foreign key, our key) pairs")
+
+    def summary(self) -> str:
+        """A few lines of plain text (what the app and the CLI show)."""
+        lines = [
+            f"format: {self.format}  ({self.source})",
+            f"architecture: {self.architecture}",
+            f"parameters: {self.n_params:,}",
+            f"keys: {len(self.mapped)} mapped, {len(self.ignored)} ignored, {len(self.missing)} missing",
+        ]
+        if self.trained_steps is not None:
+            lines.append(f"trained steps (as the checkpoint says): {self.trained_steps}")
+        lines += [f"ignored: {name}" for name in self.ignored]
+        lines += [f"missing: {name}" for name in self.missing]
+        lines += [f"convention: {name} = {value}" for name, value in self.conventions]
+        lines += [f"note: {note}" for note in self.notes]
+        return "\n".join(lines)
+
+
+def describe(model) -> str:
+    """One line: the architecture of a built Model."""
+    cfg = model.config
+    residual = cfg.residual + (f" (S={cfg.attnres_block_size} sublayers)" if cfg.residual == "block" else "")
+    norm = {"layernorm": "LayerNorm", "rmsnorm": "RMSNorm"}[cfg.norm] + (" + bias" if cfg.bias else "")
+    head = "tied head" if cfg.tie_embeddings else "separate head"
+    return (
+        f"GPT, {cfg.n_layer} blocks (L={cfg.n_sublayers} sublayers), d_model={cfg.d_model}, "
+        f"{cfg.n_head} heads, MLP {cfg.hidden} ({cfg.activation}), {norm} eps={cfg.norm_eps:g}, "
+        f"vocab {cfg.vocab_size}, context {cfg.block_size}, {head}; residual {residual}"
+    )
+
+
+def own_format_report(model, directory) -> ImportReport:
+    """The report of a checkpoint in our own format: every key maps to itself."""
+    from safetensors import safe_open  # noqa: PLC0415
+
+    from ..checkpoint import WEIGHTS_FILE, read_config  # noqa: PLC0415 (checkpoint imports this lazily)
+
+    with safe_open(str(Path(directory) / WEIGHTS_FILE), framework="pt") as f:
+        names = sorted(f.keys())
+    _, raw = read_config(Path(directory))
+    missing = ("lm_head.weight (tied to wte.weight)",) if model.config.tie_embeddings else ()
+    return ImportReport(
+        format="attnres-lens",
+        source=str(directory),
+        architecture=describe(model),
+        n_params=model.num_params(),
+        mapped=tuple((n, n) for n in names),
+        missing=missing,
+        conventions=(
+            ("block-size unit", "sublayers"),
+            ("key norm", f"RMSNorm with gain, eps={model.config.key_norm_eps:g}"),
+        ),
+        trained_steps=_steps(raw),
+    )
+
+
+def _steps(raw: dict) -> int | None:
+    """Training steps recorded in config.json (``training.steps`` / ``training.step``), if any."""
+    training = raw.get("training")
+    if not isinstance(training, dict):
+        return None
+    steps = training.get("steps", training.get("step"))
+    return steps if isinstance(steps, int) and not isinstance(steps, bool) else None
