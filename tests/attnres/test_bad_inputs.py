@@ -167,6 +167,19 @@ def fifo(tmp_path: Path) -> Path:
     return path
 
 
+def replaced(name: str, make: Callable[[Path], None], **config_changes) -> Callable[[Path], Path]:
+    """Builder of a good checkpoint whose file ``name`` is replaced by ``make(path)``."""
+
+    def build(tmp_path: Path) -> Path:
+        directory = edit_config(tmp_path, **config_changes)
+        path = directory / name
+        path.unlink(missing_ok=True)
+        make(path)
+        return directory
+
+    return build
+
+
 def unreadable(tmp_path: Path) -> Path:
     directory = good_checkpoint(tmp_path)
     path = directory / "model.safetensors"
@@ -359,6 +372,26 @@ CASES: list[Case] = [
     Case("missing-path", lambda t: t / "no-such-checkpoint", "no-such-checkpoint", "exist"),
     Case("nul-in-path", lambda t: Path(str(t / "bad") + "\0name"), "bad", None),
     Case("fifo", fifo, "pipe.pt", "regular file"),
+    Case("config-fifo", replaced("config.json", os.mkfifo), "config.json", "regular file"),
+    Case("weights-fifo", replaced("model.safetensors", os.mkfifo), "model.safetensors", "regular file"),
+    Case(
+        "config-link-to-dev-zero",
+        replaced("config.json", lambda p: p.symlink_to("/dev/zero")),
+        "config.json",
+        "regular file",
+    ),
+    Case(
+        "tokenizer-hf-fifo",
+        replaced("tokenizer.json", os.mkfifo, tokenizer={"type": "hf"}),
+        "config.json",
+        "tokenizer",
+    ),
+    Case(
+        "tokenizer-hf-garbage",
+        replaced("tokenizer.json", lambda p: p.write_bytes(random_bytes()), tokenizer={"type": "hf"}),
+        "config.json",
+        "tokenizer",
+    ),
     Case("unreadable-weights", unreadable, "model.safetensors"),
     Case("oversized-upload", oversized, "big.safetensors", "limit"),
     # pickles: arbitrary objects and code that would run on unpickling
