@@ -1,0 +1,95 @@
+"""Markdown tables from a benchmark results JSON (DESIGN.md §5).
+
+python -m benchmarks.render                      # every benchmarks/results/*.json
+python -m benchmarks.render path/to/run.json     # just these
+"""
+
+from __future__ import annotations
+
+import json
+import sys
+from pathlib import Path
+
+RESULTS = Path(__file__).parent / "results"
+COLUMNS = ("shape", "residual", "S", "depth_impl", "dtype", "batch x seq", "median ms", "tokens/s",
+           "peak MB", "vs PreNorm")  # fmt: skip
+
+
+def _num(value, digits: int) -> str:
+    return "–" if value is None else f"{value:,.{digits}f}"
+
+
+def _row(r: dict) -> str:
+    cells = (r["shape"], r["residual"], r["attnres_block_size"] or "", r["depth_impl"], r["dtype"],
+             f"{r['batch']} x {r['seq']}", _num(r["median_ms"], 2), _num(r["tokens_per_s"], 0),
+             _num(r["peak_mem_mb"], 0), _num(r["ratio_vs_prenorm"], 3))  # fmt: skip
+    return "| " + " | ".join(str(c) for c in cells) + " |"
+
+
+def _results_tables(results: list[dict]) -> list[str]:
+    lines = []
+    titles = {"inference": "Forward pass (no_grad)", "train": "Training step (fwd + bwd + AdamW)"}
+    for phase, title in titles.items():
+        rows = [r for r in results if r["phase"] == phase]
+        if rows:
+            lines += [f"## {title}", "", "| " + " | ".join(COLUMNS) + " |", "|" + "---|" * len(COLUMNS)]
+            lines += [_row(r) for r in rows] + [""]
+    return lines
+
+
+def _targets_table(targets: list[dict]) -> list[str]:
+    lines = ["## Targets", "", "| target | limit | measured | best path | met | margin | detail |",
+             "|---|---|---|---|---|---|---|"]  # fmt: skip
+    for t in targets:
+        met = {True: "yes", False: "**no**", None: "not measured"}[t["met"]]
+        cells = (t["target"], t["limit"], _num(t["measured"], 3), t["impl"] or "–", met, t["margin"] or "–",
+                 t["detail"])  # fmt: skip
+        lines.append("| " + " | ".join(str(c) for c in cells) + " |")
+    return lines + [""]
+
+
+def _extras(result: dict) -> list[str]:
+    lines = []
+    probe = result.get("probe_sweep") or {}
+    if probe:
+        lines += ["## Probe sweep", ""]
+        if probe.get("status") == "ok":
+            where = f"{probe['batch']} x {probe['seq']} tokens ({probe['shape']})"
+            lines += [f"`{probe['function']}` on {where}:", ""]
+            lines += [f"- {r['residual']}: {r['median_ms']:.1f} ms" for r in probe["rows"]]
+        else:
+            lines.append(f"{probe.get('status')}: {probe.get('note')}")
+        lines.append("")
+    if result.get("checks"):
+        lines += ["## Depth paths vs sequential (max |logit difference|)", ""]
+        lines += [f"- {c['shape']} {c['residual']} {c['depth_impl']}: {c['max_abs_diff_vs_sequential']:.2e} "
+                  f"(max |logit| {c['max_abs_logit']:.2f})" for c in result["checks"]]  # fmt: skip
+        lines.append("")
+    for key in ("notes", "errors"):
+        if result.get(key):
+            lines += [f"## {key.capitalize()}", ""] + [f"- {n}" for n in result[key]] + [""]
+    return lines
+
+
+def render(result: dict) -> str:
+    """The Markdown report of one results dict."""
+    head = [f"# Benchmark: {result['device']}", "",
+            f"torch {result['torch']}, triton {result.get('triton') or '–'}, dtype {result['dtype']}, "
+            f"{result['date']}{', quick run' if result.get('quick') else ''}"
+            f"{', wall ' + format(result['wall_s'], '.0f') + ' s' if result.get('wall_s') else ''}.", "",
+            "Times are medians of interleaved repeats after warm-up; `vs PreNorm` divides by the PreNorm row "
+            "of the same shape and phase (compiled rows by compiled PreNorm). Peak memory is per step as if "
+            "the variant ran alone (CUDA only).", ""]  # fmt: skip
+    body = _results_tables(result["results"]) + _targets_table(result.get("targets", [])) + _extras(result)
+    return "\n".join(head + body).rstrip() + "\n"
+
+
+def main(argv: list[str] | None = None) -> None:
+    paths = [Path(p) for p in (argv if argv is not None else sys.argv[1:])] or sorted(RESULTS.glob("*.json"))
+    for path in paths:
+        path.with_suffix(".md").write_text(render(json.loads(path.read_text())))
+        print(f"wrote {path.with_suffix('.md')}")
+
+
+if __name__ == "__main__":
+    main()

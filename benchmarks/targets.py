@@ -1,0 +1,103 @@
+"""The issue's performance targets, judged from result rows, and the probe-sweep timing hook."""
+
+from __future__ import annotations
+
+import importlib
+import statistics
+import time
+
+import torch
+
+# (name, what, shape, phase, residual, limit): overhead targets are ratios vs PreNorm (<= limit);
+# the speedup target is sequential / two-phase time for Full (>= limit).
+TARGETS = (
+    ("block_inference_overhead", "Block (S=4) inference overhead vs PreNorm, GPT-2-small", "gpt2-small",
+     "inference", "block", 1.03),
+    ("full_inference_overhead", "Full inference overhead vs PreNorm, GPT-2-small", "gpt2-small",
+     "inference", "full", 1.10),
+    ("two_phase_speedup", "Full: two-phase >= 1.5x faster than sequential, 48 sublayers", "deep",
+     "inference", "full", 1.5),
+    ("block_train_overhead", "Block (S=4) train-step overhead vs PreNorm, GPT-2-small", "gpt2-small",
+     "train", "block", 1.05),
+)  # fmt: skip
+TWO_PHASE_IMPLS = ("two_phase", "fused")  # eager implementations of paper Alg. 1
+
+
+def _overhead(rows: list[dict], limit: float) -> dict:
+    """Best (lowest) ratio among the rule's depth paths, each against its matching PreNorm."""
+    best = min(rows, key=lambda r: r["ratio_vs_prenorm"])
+    ratio = best["ratio_vs_prenorm"]
+    detail = ", ".join(f"{r['depth_impl']} {r['ratio_vs_prenorm']:.3f}" for r in rows)
+    return {"measured": ratio, "impl": best["depth_impl"], "met": ratio <= limit,
+            "margin": f"{(limit - ratio) * 100:+.1f} pp of PreNorm time",
+            "detail": f"ratio vs PreNorm: {detail}"}  # fmt: skip
+
+
+def _speedup(rows: list[dict], limit: float) -> dict | None:
+    ms = {r["depth_impl"]: r["median_ms"] for r in rows}
+    if "sequential" not in ms or not any(i in ms for i in TWO_PHASE_IMPLS):
+        return None
+    speedups = {i: ms["sequential"] / ms[i] for i in TWO_PHASE_IMPLS if i in ms}
+    impl = max(speedups, key=speedups.get)
+    detail = ", ".join(f"{i} {s:.2f}x" for i, s in speedups.items())
+    return {"measured": round(speedups[impl], 3), "impl": impl, "met": speedups[impl] >= limit,
+            "margin": f"{(speedups[impl] / limit - 1) * 100:+.1f}% vs the 1.5x target",
+            "detail": f"sequential / two-phase time: {detail}"}  # fmt: skip
+
+
+def evaluate_targets(rows: list[dict], quick: bool) -> list[dict]:
+    """One entry per target: measured value, whether it was met and by how much (or why not judged)."""
+    out = []
+    for name, what, shape, phase, residual, limit in TARGETS:
+        picked = [r for r in rows if (r["shape"], r["phase"], r["residual"]) == (shape, phase, residual)]
+        picked = [r for r in picked if r["ratio_vs_prenorm"] is not None]
+        verdict = None
+        if picked:
+            verdict = _speedup(picked, limit) if name == "two_phase_speedup" else _overhead(picked, limit)
+        entry = {"name": name, "target": what, "limit": limit, "shape": shape, "phase": phase}
+        if verdict is None:
+            entry.update(measured=None, impl=None, met=None, margin=None, detail="not measured in this run")
+        else:
+            entry.update(verdict)
+            if quick:
+                entry["detail"] += " (quick run: fewer tokens than the target's shape)"
+        out.append(entry)
+    return out
+
+
+def _find_sweep():
+    """probes.full_sweep(model, tokens) or probes.sweep.full_sweep, when the probes package has one."""
+    for module_name in ("probes", "probes.sweep"):
+        try:
+            module = importlib.import_module(module_name)
+        except Exception:
+            continue
+        fn = getattr(module, "full_sweep", None)
+        if callable(fn):
+            return f"{module_name}.full_sweep", fn
+    return None, None
+
+
+def probe_sweep_timing(models: dict, tokens: torch.Tensor, device: torch.device, repeats: int) -> dict:
+    """Median wall time of the dashboard's full probe sweep per model, if ``probes`` provides one.
+
+    The contract for the probes package: ``full_sweep(model, tokens)`` with tokens a LongTensor
+    [B, T] runs every probe the dashboard shows on one prompt. Absent: skipped, with a note.
+    """
+    name, fn = _find_sweep()
+    if fn is None:
+        return {"status": "skipped", "note": "probes has no full_sweep(model, tokens) yet"}
+    rows = []
+    for residual, model in models.items():
+        try:
+            times = []
+            for _ in range(repeats + 1):  # the first call warms caches and is not counted
+                start = time.perf_counter()
+                fn(model, tokens)
+                if device.type == "cuda":
+                    torch.cuda.synchronize(device)
+                times.append((time.perf_counter() - start) * 1000)
+            rows.append({"residual": residual, "median_ms": round(statistics.median(times[1:]), 3)})
+        except Exception as exc:
+            return {"status": "failed", "function": name, "note": f"{type(exc).__name__}: {str(exc)[:300]}"}
+    return {"status": "ok", "function": name, "batch": tokens.shape[0], "seq": tokens.shape[1], "rows": rows}

@@ -1,0 +1,183 @@
+"""The fused depth-attention path (attnres/kernels.py) against the model's own equations.
+
+CPU: the kernel's torch reference equals DepthAttention, the fused two-phase loop equals the
+sequential path, and depth_impl="fused" falls back to two_phase. CUDA: the Triton kernel equals the
+reference and the fused model path equals the sequential one.
+"""
+
+from __future__ import annotations
+
+import os
+import subprocess
+import sys
+import textwrap
+from pathlib import Path
+
+import pytest
+import torch
+
+from attnres import kernels
+
+cuda = pytest.mark.skipif(not torch.cuda.is_available(), reason="needs a CUDA device")
+ROOT = Path(__file__).resolve().parents[2]
+
+
+def _site_and_sources(make_model, K=5, B=2, T=7, seed=0):
+    model = make_model("full", n_layer=3, seed=seed)
+    site = model.site(4)  # a site with random query and gain (conftest randomises them)
+    gen = torch.Generator().manual_seed(seed)
+    sources = (
+        torch.randn(K, B, T, model.config.d_model, generator=gen)
+        * torch.linspace(0.5, 3, K)[:, None, None, None]
+    )
+    return model, site, sources
+
+
+def test_reference_equals_depth_attention(make_model):
+    """The kernel's math (gain folded into the query, keys normalised in place) is the paper's Eq. 2-3."""
+    model, site, sources = _site_and_sources(make_model)
+    K, B, T, d = sources.shape
+    weights = site.weights(sources)  # [B, T, K]
+    expected = torch.einsum("btk,kbtd->btd", weights, sources)
+    query = site.folded_query().detach()[None]
+    h, m, s = kernels.depth_attend_reference(sources.reshape(K, -1, d), query, model.config.key_norm_eps)
+    torch.testing.assert_close(h.view(B, T, d), expected, atol=1e-5, rtol=1e-5)
+    alpha = kernels.depth_weights(sources.reshape(K, -1, d), query, model.config.key_norm_eps, m, s)
+    torch.testing.assert_close(alpha.view(B, T, K), weights, atol=1e-6, rtol=1e-5)
+    assert torch.allclose(alpha.sum(-1), torch.ones(B * T))
+
+
+def test_reference_resumes_from_a_state(make_model):
+    """Online softmax: sources split in two (state carried over) equals all of them at once."""
+    model, site, sources = _site_and_sources(make_model, K=6)
+    flat = sources.flatten(1, 2)
+    queries = torch.randn(3, flat.shape[-1])
+    eps = model.config.key_norm_eps
+    whole = kernels.depth_attend_reference(flat, queries, eps)
+    first = kernels.depth_attend_reference(flat[:4], queries, eps)
+    resumed = kernels.depth_attend_reference(flat[4:], queries, eps, state=first)
+    for a, b in zip(whole, resumed, strict=True):
+        torch.testing.assert_close(a, b, atol=1e-5, rtol=1e-5)
+
+
+@pytest.mark.parametrize(
+    ("residual", "S"), [("full", None), ("block", 1), ("block", 3), ("block", 4), ("block", 9)]
+)
+def test_fused_two_phase_loop_equals_sequential(make_model, make_tokens, residual, S):
+    """The buffer-based two-phase loop of kernels.py, run on the torch reference (CPU)."""
+    model = make_model(residual, S=S, n_layer=4)
+    tokens = make_tokens(2, 16)
+    with torch.no_grad():
+        expected = model(tokens, depth_impl="sequential").logits
+        v0 = model.wte(tokens) + model.wpe(torch.arange(tokens.shape[1]))
+        logits = model.readout(kernels.fused_two_phase(model, v0, backend="torch"))
+    torch.testing.assert_close(logits, expected, atol=1e-5, rtol=1e-5)
+
+
+@pytest.mark.parametrize("residual", ["prenorm", "full", "block"])
+def test_fused_falls_back_to_two_phase_on_cpu(make_model, make_tokens, residual):
+    model = make_model(residual, S=3 if residual == "block" else None)
+    tokens = make_tokens()
+    assert not kernels.fused_available() or torch.cuda.is_available()
+    with torch.no_grad():
+        fused = model(tokens, depth_impl="fused", return_internals=True)
+        two_phase = model(tokens, depth_impl="two_phase", return_internals=True)
+    assert torch.equal(fused.logits, two_phase.logits)
+    if residual != "prenorm":
+        assert all(
+            torch.equal(a, b)
+            for a, b in zip(fused.internals.depth_weights, two_phase.internals.depth_weights, strict=True)
+        )
+
+
+def test_fused_keeps_autograd_by_falling_back(make_model, make_tokens):
+    """The kernel has no backward: with grad enabled, "fused" must still train (two_phase)."""
+    model = make_model("block", S=2)
+    tokens = make_tokens()
+    loss = model(tokens, tokens, depth_impl="fused").loss
+    loss.backward()
+    assert model.blocks[1].attn_res.query.grad is not None
+    assert model.blocks[1].attn_res.query.grad.abs().sum() > 0
+
+
+def test_unknown_depth_impl_is_refused(make_model, make_tokens):
+    with pytest.raises(ValueError, match="fused"):
+        make_model("full")(make_tokens(), depth_impl="triton")
+
+
+@pytest.mark.skipif(
+    os.environ.get("ATTNRES_TRITON_INTERPRET") != "1", reason="opt-in: set ATTNRES_TRITON_INTERPRET=1"
+)
+def test_triton_kernel_in_interpreter():
+    """The Triton kernel itself on CPU through TRITON_INTERPRET=1 (needs triton; see benchmarks/README.md)."""
+    script = textwrap.dedent("""
+        import torch
+        from attnres import kernels
+        torch.manual_seed(0)
+        for K, N, d, G in [(5, 37, 32, 3), (3, 16, 80, 1), (7, 9, 24, 10)]:
+            src, q = torch.randn(K, N, d), torch.randn(G, d)
+            state = kernels.depth_attend_reference(torch.randn(2, N, d), q, 1e-6)
+            for st in (None, state):
+                ref = kernels.depth_attend_reference(src, q, 1e-6, st)
+                out = kernels.depth_attend(src, q, 1e-6, st, backend="triton")
+                for a, b in zip(ref, out):
+                    torch.testing.assert_close(a, b, atol=1e-5, rtol=1e-5)
+        print("ok")
+    """)
+    env = {**os.environ, "TRITON_INTERPRET": "1", "PYTHONPATH": str(ROOT)}
+    done = subprocess.run(
+        [sys.executable, "-c", script], env=env, capture_output=True, text=True, timeout=300
+    )
+    assert done.returncode == 0 and "ok" in done.stdout, done.stderr[-3000:]
+
+
+# ---- CUDA ---------------------------------------------------------------------------------------
+
+
+@cuda
+@pytest.mark.parametrize("dtype", [torch.float32, torch.bfloat16])
+@pytest.mark.parametrize(
+    ("K", "N", "d", "G"), [(1, 5, 32, 1), (5, 1000, 80, 4), (25, 4096, 768, 4), (9, 333, 512, 11)]
+)
+def test_triton_kernel_equals_reference(K, N, d, G, dtype):
+    assert kernels.fused_available(), "CUDA is here, so triton must import for the fused path"
+    gen = torch.Generator(device="cuda").manual_seed(0)
+    sources = torch.randn(K, N, d, device="cuda", generator=gen).to(dtype)
+    queries = torch.randn(G, d, device="cuda", generator=gen) / d**0.5 * 4
+    prior = kernels.depth_attend_reference(
+        torch.randn(2, N, d, device="cuda", generator=gen).to(dtype), queries, 1e-6
+    )
+    tol = {"atol": 1e-4, "rtol": 1e-4} if dtype == torch.float32 else {"atol": 2e-2, "rtol": 2e-2}
+    for state in (None, prior):
+        ref = kernels.depth_attend_reference(sources, queries, 1e-6, state)
+        out = kernels.depth_attend(sources, queries, 1e-6, state, backend="triton")
+        assert out[0].dtype == dtype and out[0].shape == (G, N, d)
+        for a, b in zip(out, ref, strict=True):
+            torch.testing.assert_close(a.float(), b.float(), **tol)
+
+
+@cuda
+@pytest.mark.parametrize(
+    ("residual", "S"), [("full", None), ("block", 1), ("block", 3), ("block", 4), ("block", 64)]
+)
+def test_fused_model_path_equals_sequential_on_cuda(make_model, make_tokens, residual, S):
+    model = make_model(residual, S=S, n_layer=6, d_model=64).cuda()
+    tokens = make_tokens(3, 16).cuda()
+    with torch.no_grad():
+        v0 = model.wte(tokens) + model.wpe(torch.arange(16, device="cuda"))
+        assert kernels.fused_applicable(v0)
+        expected = model(tokens, depth_impl="sequential").logits
+        fused = model(tokens, depth_impl="fused").logits
+        looped = model.readout(kernels.fused_two_phase(model, v0, backend="triton"))
+    torch.testing.assert_close(fused, expected, atol=1e-4, rtol=1e-4)
+    torch.testing.assert_close(looped, expected, atol=1e-4, rtol=1e-4)
+
+
+@cuda
+def test_fused_under_bf16_autocast_tracks_two_phase(make_model, make_tokens):
+    model = make_model("full", n_layer=6, d_model=64).cuda()
+    tokens = make_tokens(3, 16).cuda()
+    with torch.no_grad(), torch.autocast("cuda", dtype=torch.bfloat16):
+        fused = model(tokens, depth_impl="fused").logits.float()
+        two_phase = model(tokens, depth_impl="two_phase").logits.float()
+    assert (fused - two_phase).abs().max() < 0.05 * two_phase.abs().max()
