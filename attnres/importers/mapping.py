@@ -74,10 +74,11 @@ def apply_rules(
     """Renames a foreign state dict; returns (ours, mapped pairs, ignored keys with reasons).
 
     Two foreign keys may name one of our tensors (a module shared under two names, a tied head);
-    they must then hold the same values. Any key no rule knows raises CheckpointError.
+    they must then hold the same values, and the key of the earlier table row is the one mapped.
+    Any key no rule knows raises CheckpointError.
     """
     ours, mapped, ignored, unknown = {}, [], [], []
-    for name in sorted(tensors):
+    for name in sorted(tensors, key=lambda n: (_rule_index(rules, n), n)):  # earlier rows win
         reason = next((why for pattern, why in ignored_rules if re.fullmatch(pattern, name)), None)
         rule, match = next(((r, m) for r in rules if (m := re.fullmatch(r.pattern, name))), (None, None))
         if reason is not None:
@@ -101,6 +102,10 @@ def apply_rules(
         shown = ", ".join(unknown[:3]) + (f" and {len(unknown) - 3} more" if len(unknown) > 3 else "")
         raise CheckpointError(f"{source} has key(s) this layout does not know: {shown}; nothing was guessed.")
     return ours, mapped, ignored
+
+
+def _rule_index(rules: tuple[Rule, ...], name: str) -> int:
+    return next((i for i, rule in enumerate(rules) if re.fullmatch(rule.pattern, name)), len(rules))
 
 
 def _tensor(value, name: str, source: Path) -> torch.Tensor:
