@@ -16,12 +16,27 @@ VOCAB = "abcdefgh ?"
 RULES = [("prenorm", None), ("full", None), ("block", 2), ("block", 3)]
 
 
-def build(residual: str = "full", block: int | None = None, seed: int = 0, n_layer: int = 3,
-          d_model: int = 16, bias: bool = False, block_size: int = 16) -> Model:
+def build(
+    residual: str = "full",
+    block: int | None = None,
+    seed: int = 0,
+    n_layer: int = 3,
+    d_model: int = 16,
+    bias: bool = False,
+    block_size: int = 16,
+) -> Model:
     """A random tiny model in eval mode (queries randomised too, so AttnRes routing is not uniform)."""
     torch.manual_seed(seed)
-    config = ModelConfig(vocab_size=len(VOCAB), block_size=block_size, n_layer=n_layer, n_head=2,
-                         d_model=d_model, residual=residual, attnres_block_size=block, bias=bias)
+    config = ModelConfig(
+        vocab_size=len(VOCAB),
+        block_size=block_size,
+        n_layer=n_layer,
+        n_head=2,
+        d_model=d_model,
+        residual=residual,
+        attnres_block_size=block,
+        bias=bias,
+    )
     model = Model(config, CharTokenizer(VOCAB)).eval()
     with torch.no_grad():
         for name, p in model.named_parameters():

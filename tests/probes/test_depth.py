@@ -40,10 +40,17 @@ def test_fresh_full_model_is_uniform_with_maximal_entropy(make_model):
     np.testing.assert_allclose(result.entropy, np.log(counts), atol=1e-5)
 
 
-@pytest.mark.parametrize(("rule", "block", "site", "label"), [
-    ("full", None, 4, "L1"), ("full", None, 6, "L5"), ("full", None, 7, "emb"),
-    ("block", 2, 4, "B1"), ("block", 2, 6, "partial"), ("block", 2, 7, "B2"),
-])
+@pytest.mark.parametrize(
+    ("rule", "block", "site", "label"),
+    [
+        ("full", None, 4, "L1"),
+        ("full", None, 6, "L5"),
+        ("full", None, 7, "emb"),
+        ("block", 2, 4, "B1"),
+        ("block", 2, 6, "partial"),
+        ("block", 2, 7, "B2"),
+    ],
+)
 def test_a_query_that_forces_a_source_is_reported_exactly(make_bias_toy, forcing, rule, block, site, label):
     model = make_bias_toy(rule, block)
     if label == "emb":

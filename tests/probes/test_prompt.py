@@ -49,5 +49,7 @@ def test_padding_never_changes_a_prompts_numbers(make_model, rule):
     model = make_model(rule, 2 if rule == "block" else None)
     together = depth_weights(model, ["abcdefgh", "ab"])
     alone = depth_weights(model, "ab")
-    torch.testing.assert_close(torch.tensor(together.per_token[1, :2]), torch.tensor(alone.per_token[0]), equal_nan=True)
+    torch.testing.assert_close(
+        torch.tensor(together.per_token[1, :2]), torch.tensor(alone.per_token[0]), equal_nan=True
+    )
     assert (together.per_token[1, 2:] != together.per_token[1, 2:]).all()  # NaN at padding
