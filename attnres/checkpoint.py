@@ -6,6 +6,7 @@ from __future__ import annotations
 
 import json
 import os
+import re
 import struct
 from pathlib import Path
 
@@ -24,6 +25,7 @@ MAX_CONFIG_BYTES = 10_000_000
 MAX_MESSAGE_CHARS = 600  # a CheckpointError message is one line a person reads
 ARCHIVE_SUFFIXES = (".zip", ".tar", ".tgz", ".gz", ".bz2", ".xz", ".zst", ".7z", ".rar")
 BOOL_FIELDS = ("bias", "tie_embeddings")
+TERMINAL_STYLE = re.compile(r"\x1b\[[0-9;]*[A-Za-z]")  # e.g. the bold in torch.load's messages
 REQUIRED = ("vocab_size", "block_size", "n_layer", "n_head", "d_model", "norm_eps", "residual")
 
 
@@ -35,11 +37,13 @@ class CheckpointError(Exception):
 
 
 def one_sentence(text) -> str:
-    """Makes a message safe to show as one line: control characters (newlines, terminal escapes
-    from file or tensor names) are escaped, the length is bounded and it ends with a period."""
-    text = "".join(ch if ch.isprintable() else repr(ch)[1:-1] for ch in str(text)).strip()
+    """Makes a message safe to show as one line: terminal styling is dropped, other control
+    characters (newlines in file or tensor names) are escaped, the length is bounded and it
+    ends with a period."""
+    text = TERMINAL_STYLE.sub("", str(text))
+    text = "".join(ch if ch.isprintable() else repr(ch)[1:-1] for ch in text).strip()
     if len(text) > MAX_MESSAGE_CHARS:
-        text = text[: MAX_MESSAGE_CHARS - 100] + " ... " + text[-95:]
+        text = text[: MAX_MESSAGE_CHARS - 100] + " ... " + text[-94:]  # 599 characters
     return text if text.endswith((".", "!", "?")) else text + "."
 
 

@@ -27,6 +27,7 @@ import torch
 from safetensors.torch import load_file, save_file
 
 from attnres import CheckpointError, Model, ModelConfig, load_model, save_model
+from attnres.checkpoint import MAX_MESSAGE_CHARS
 from attnres.safety import check_upload_size
 from attnres.tokenizer import CharTokenizer
 
@@ -461,6 +462,7 @@ def test_corpus_is_large_and_its_base_is_valid(tmp_path):
     assert model.config.residual == "block"
 
 
+@pytest.mark.filterwarnings("ignore:Detected pickle protocol")
 @pytest.mark.parametrize("case", CASES, ids=[case.id for case in CASES])
 def test_bad_input_gives_one_clear_sentence(case: Case, tmp_path, no_hang):
     with pytest.raises(CheckpointError) as caught:
@@ -487,3 +489,10 @@ def test_pickle_payloads_really_execute_when_unpickled(tmp_path):
         marker = tmp_path / f"{cls.__name__}.marker"
         pickle.loads(pickle.dumps(cls(marker)))  # noqa: S301 (deliberately, in a sandboxed tmp_path)
         assert marker.exists()
+
+
+def test_every_message_is_made_one_clean_line():
+    message = str(CheckpointError("a\x1b[1m bold\x1b[0m name\nwith\rbreaks\x00 " + "x" * 5000))
+    assert message.startswith("a bold name\\nwith\\rbreaks\\x00 xxx")
+    assert message.endswith(".") and len(message) <= MAX_MESSAGE_CHARS + 1
+    assert str(CheckpointError(message)) == message  # normalising twice changes nothing
