@@ -74,6 +74,12 @@ def ablated_weights(mode: str, sources: Tensor, weights: Tensor | None, source: 
 
 
 def _resolve_source(model, site: int, mode: str, source) -> tuple[int | None, str | None]:
+    """Checks the arguments; returns (index, label) of the source to zero, or (None, None)."""
+    n_sites = model.config.n_sublayers + 1
+    if not isinstance(site, int) or not 1 <= site <= n_sites:
+        raise ValueError(f"site must be an integer 1..{n_sites}, got {site!r}")
+    if mode not in MODES:
+        raise ValueError(f"mode must be one of {', '.join(MODES)}, got {mode!r}")
     labels = model.depth_source_labels(site)
     if mode != "zero_source":
         return None, None
@@ -102,11 +108,6 @@ def ablate(
     Returns:
         AblationResult.
     """
-    n_sites = model.config.n_sublayers + 1
-    if not isinstance(site, int) or not 1 <= site <= n_sites:
-        raise ValueError(f"site must be an integer 1..{n_sites}, got {site!r}")
-    if mode not in MODES:
-        raise ValueError(f"mode must be one of {', '.join(MODES)}, got {mode!r}")
     index, label = _resolve_source(model, site, mode, source)
 
     def mixer(l: int, sources: Tensor, weights: Tensor | None) -> Tensor:

@@ -74,6 +74,15 @@ def force_reading(model: Model, site: int, label: str, scale: float = 20.0) -> N
         model.site(site).query.copy_(scale * direction / direction.norm())
 
 
+@pytest.fixture(scope="package", autouse=True)
+def one_thread():
+    """Tiny models run fastest on one thread (and do not fight a busy machine); restored afterwards."""
+    threads = torch.get_num_threads()
+    torch.set_num_threads(1)
+    yield
+    torch.set_num_threads(threads)
+
+
 @pytest.fixture
 def make_model():
     """build(residual, block, seed, ...) -> a random tiny model."""
