@@ -1,0 +1,277 @@
+"""Train a character-level model on the Shakespeare corpus.
+
+    python -m attnres.train --residual block --attnres-block-size 4 --out runs/block
+    torchrun --nproc_per_node 2 -m attnres.train ...        # data parallel (gloo on CPU, nccl on GPU)
+
+AdamW with linear warm-up and cosine decay, a fixed seed for the weights and (separately) for the
+data order, periodic validation on a fixed held-out slice, snapshots in our checkpoint format and a
+``train_log.csv`` with per-block gradient norms (the quantity of the paper's Fig. 5c).
+"""
+
+from __future__ import annotations
+
+import argparse
+import csv
+import json
+import math
+import os
+import platform
+import shlex
+import sys
+import time
+from contextlib import nullcontext
+from dataclasses import dataclass
+from pathlib import Path
+
+import torch
+import torch.distributed as dist
+
+from .checkpoint import save_model
+from .config import ModelConfig
+from .data import BatchSampler, heldout_loss, load_corpus
+from .device import select_device
+from .model import Model
+
+
+@dataclass
+class TrainArgs:
+    out: str
+    residual: str = "prenorm"
+    attnres_block_size: int | None = None
+    n_layer: int = 8
+    n_head: int = 4
+    d_model: int = 96
+    block_size: int = 256
+    batch_size: int = 64
+    steps: int = 5000
+    lr: float = 2e-3
+    min_lr: float = 2e-4
+    warmup: int = 200
+    weight_decay: float = 0.1
+    grad_clip: float = 1.0
+    seed: int = 1337
+    eval_every: int = 250
+    eval_windows: int = 32
+    snapshots: str = ""  # comma-separated steps saved (fp16) under out/snapshots/
+    device: str = "auto"
+    dtype: str = "bf16"  # autocast dtype on CUDA; CPU always trains in fp32
+    progress: bool = True
+
+
+def parse_args(argv=None) -> TrainArgs:
+    """CLI flags mapped one to one onto TrainArgs fields (no exec'd configurators)."""
+    parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
+    defaults = TrainArgs(out="")
+    for name, value in vars(defaults).items():
+        flag = "--" + name.replace("_", "-")
+        if isinstance(value, bool):
+            parser.add_argument(flag, action=argparse.BooleanOptionalAction, default=value)
+        elif name == "attnres_block_size":
+            parser.add_argument(flag, type=int, default=None)
+        else:
+            parser.add_argument(flag, type=type(value), default=value, required=name == "out")
+    return TrainArgs(**vars(parser.parse_args(argv)))
+
+
+def lr_at(step: int, args: TrainArgs) -> float:
+    """Linear warm-up, then cosine decay from lr to min_lr at the last step."""
+    if step < args.warmup:
+        return args.lr * (step + 1) / args.warmup
+    progress = (step - args.warmup) / max(1, args.steps - args.warmup)
+    return args.min_lr + 0.5 * (args.lr - args.min_lr) * (1 + math.cos(math.pi * min(1.0, progress)))
+
+
+def make_optimizer(model: Model, args: TrainArgs) -> torch.optim.AdamW:
+    """Weight decay on matrices only (not on norms, biases or depth queries)."""
+    decay = [p for p in model.parameters() if p.dim() >= 2]
+    no_decay = [p for p in model.parameters() if p.dim() < 2]
+    groups = [{"params": decay, "weight_decay": args.weight_decay}, {"params": no_decay, "weight_decay": 0.0}]
+    return torch.optim.AdamW(groups, lr=args.lr, betas=(0.9, 0.95))
+
+
+def block_grad_norms(model: Model) -> list[float]:
+    """L2 norm of the gradient of each Transformer block's parameters (paper Fig. 5c)."""
+    norms = []
+    for block in model.blocks:
+        grads = [p.grad.detach().float().norm() for p in block.parameters() if p.grad is not None]
+        norms.append(torch.stack(grads).norm().item() if grads else 0.0)
+    return norms
+
+
+class Distributed:
+    """Rank bookkeeping; a no-op unless started by torchrun."""
+
+    def __init__(self, device: torch.device):
+        self.enabled = "WORLD_SIZE" in os.environ and int(os.environ["WORLD_SIZE"]) > 1
+        self.rank = int(os.environ.get("RANK", 0))
+        self.world = int(os.environ.get("WORLD_SIZE", 1))
+        self.device = device
+        if self.enabled:
+            backend = "nccl" if device.type == "cuda" else "gloo"
+            dist.init_process_group(backend)
+            if device.type == "cuda":
+                self.device = torch.device("cuda", int(os.environ.get("LOCAL_RANK", 0)))
+                torch.cuda.set_device(self.device)
+
+    def mean(self, value: float) -> float:
+        """The mean of value over ranks (every rank gets the same number)."""
+        if not self.enabled:
+            return value
+        t = torch.tensor([value], dtype=torch.float64, device=self.device)
+        dist.all_reduce(t)
+        return t.item() / self.world
+
+    def close(self) -> None:
+        if self.enabled:
+            dist.destroy_process_group()
+
+
+def model_card(args: TrainArgs, summary: dict) -> str:
+    """Markdown model card: data, split, steps, tokens, seed, hardware, time, losses, command."""
+    rule = {"prenorm": "PreNorm baseline", "full": "Full AttnRes", "block": "Block AttnRes"}[args.residual]
+    if args.residual == "block":
+        rule += f" (S = {args.attnres_block_size} sublayers per block)"
+    rows = "\n".join(f"| {k} | {v} |" for k, v in summary.items() if k != "command")
+    return f"""# {Path(args.out).name}: {rule}
+
+A character-level GPT ({args.n_layer} Transformer blocks = {2 * args.n_layer} sublayers, d_model {args.d_model},
+{args.n_head} heads, context {args.block_size}) trained on 38 public-domain works of Shakespeare.
+
+| | |
+| --- | --- |
+{rows}
+
+**Data.** The `shakespeare` package (0.6; Open Knowledge Foundation, texts from Project Gutenberg,
+CC-BY 2.5), modern-spelling editions, character level. Split by work: Hamlet, Julius Caesar, The
+Tempest and Twelfth Night are held out for validation; the other 38 works are trained on.
+Validation loss is the mean next-character cross-entropy (nats) on the first
+{args.eval_windows} x {args.block_size} characters of the held-out works.
+
+**Reproduce.**
+```bash
+{summary["command"]}
+```
+"""
+
+
+def train(args: TrainArgs) -> dict:
+    """Runs training; returns the summary written to the model card."""
+    device = select_device(args.device)
+    ddp = Distributed(device)
+    device = ddp.device
+    corpus = load_corpus()
+    config = ModelConfig(
+        vocab_size=len(corpus.tokenizer), block_size=args.block_size, n_layer=args.n_layer,
+        n_head=args.n_head, d_model=args.d_model, residual=args.residual,
+        attnres_block_size=args.attnres_block_size,
+    )
+    torch.manual_seed(args.seed)  # identical initial weights on every rank
+    model = Model(config, corpus.tokenizer).to(device)
+    net = torch.nn.parallel.DistributedDataParallel(model) if ddp.enabled else model
+    optimizer = make_optimizer(model, args)
+    sampler = BatchSampler(corpus.train, args.block_size, args.batch_size, args.seed, ddp.rank)
+    autocast = (
+        torch.autocast("cuda", dtype=torch.bfloat16 if args.dtype == "bf16" else torch.float16)
+        if device.type == "cuda" and args.dtype != "fp32" else nullcontext()
+    )
+    out = Path(args.out)
+    log = _Log(out, model, ddp.rank == 0)
+    snapshot_steps = {int(s) for s in args.snapshots.split(",") if s.strip()}
+    started = time.time()
+    bar = _progress(args, ddp.rank == 0)
+    for step in range(args.steps + 1):
+        if step in snapshot_steps and ddp.rank == 0:
+            save_model(model, out / "snapshots" / f"step-{step:06d}", dtype=torch.float16,
+                       extra_config={"training": {"step": step, "tokens": step * _tokens_per_step(args, ddp)}})
+        if step == args.steps:
+            break
+        row = _step(net, model, optimizer, sampler, autocast, args, step, device, ddp)
+        if step % args.eval_every == 0 or step == args.steps - 1:
+            row["val_loss"] = ddp.mean(heldout_loss(model, corpus.val, args.eval_windows))
+        log.write(row)
+        bar.update(1)
+        bar.set_postfix(loss=f"{row['train_loss']:.3f}", tok_s=f"{row['tokens'] / (time.time() - started):.0f}")
+    bar.close()
+    summary = _finish(args, model, corpus, device, started, ddp)
+    ddp.close()
+    return summary
+
+
+def _tokens_per_step(args: TrainArgs, ddp: Distributed) -> int:
+    return args.batch_size * args.block_size * ddp.world
+
+
+def _step(net, model, optimizer, sampler, autocast, args, step, device, ddp) -> dict:
+    lr = lr_at(step, args)
+    for group in optimizer.param_groups:
+        group["lr"] = lr
+    x, y = (t.to(device, non_blocking=True) for t in sampler.next())
+    with autocast:
+        loss = net(x, targets=y).loss
+    optimizer.zero_grad(set_to_none=True)
+    loss.backward()
+    block_norms = block_grad_norms(model)
+    grad_norm = torch.nn.utils.clip_grad_norm_(model.parameters(), args.grad_clip).item()
+    optimizer.step()
+    tokens = (step + 1) * _tokens_per_step(args, ddp)
+    return {"step": step + 1, "tokens": tokens, "train_loss": ddp.mean(loss.item()), "val_loss": "",
+            "lr": lr, "grad_norm": grad_norm, **{f"grad_norm_block_{i}": g for i, g in enumerate(block_norms)}}
+
+
+def _progress(args: TrainArgs, show: bool):
+    from tqdm import tqdm
+
+    return tqdm(total=args.steps, disable=not (show and args.progress), desc=Path(args.out).name, unit="step")
+
+
+class _Log:
+    """train_log.csv, written by rank 0 only."""
+
+    def __init__(self, out: Path, model: Model, enabled: bool):
+        self.enabled, self.writer = enabled, None
+        if enabled:
+            out.mkdir(parents=True, exist_ok=True)
+            self.file = open(out / "train_log.csv", "w", newline="")  # noqa: SIM115 (closed in close())
+            fields = ["step", "tokens", "train_loss", "val_loss", "lr", "grad_norm"]
+            fields += [f"grad_norm_block_{i}" for i in range(len(model.blocks))]
+            self.writer = csv.DictWriter(self.file, fieldnames=fields)
+            self.writer.writeheader()
+
+    def write(self, row: dict) -> None:
+        if self.writer:
+            self.writer.writerow({k: (f"{v:.6g}" if isinstance(v, float) else v) for k, v in row.items()})
+            self.file.flush()
+
+
+def _finish(args, model, corpus, device, started, ddp) -> dict:
+    wall = time.time() - started
+    model.eval()
+    summary = {
+        "residual rule": args.residual,
+        "parameters": model.num_params(),
+        "steps": args.steps,
+        "tokens seen": args.steps * _tokens_per_step(args, ddp),
+        "batch": f"{args.batch_size} x {args.block_size} characters x {ddp.world} process(es)",
+        "seed": args.seed,
+        "final train loss (fixed training slice)": round(heldout_loss(model, corpus.train, args.eval_windows), 4),
+        "final validation loss": round(heldout_loss(model, corpus.val, args.eval_windows), 4),
+        "hardware": torch.cuda.get_device_name(device) if device.type == "cuda" else platform.processor() or "CPU",
+        "torch": torch.__version__,
+        "wall time (s)": round(wall, 1),
+        "command": "python -m attnres.train " + shlex.join(sys.argv[1:]),
+    }
+    if ddp.rank == 0:
+        extra = {"training": {k: v for k, v in summary.items() if k != "command"}}
+        save_model(model.cpu(), args.out, card=model_card(args, summary), extra_config=extra)
+    return summary
+
+
+def main(argv=None) -> None:
+    args = parse_args(argv)
+    summary = train(args)
+    rank = int(os.environ.get("RANK", 0))
+    print(json.dumps({"rank": rank, **{k: v for k, v in summary.items() if k != "command"}}))
+
+
+if __name__ == "__main__":
+    main()
