@@ -11,6 +11,7 @@ from __future__ import annotations
 
 import io
 import pickle
+import re
 from pathlib import Path
 
 import torch
@@ -21,15 +22,27 @@ from ..tokenizer import CharTokenizer
 MAX_META_BYTES = 10_000_000
 
 
+def _refusal_reason(exc: Exception) -> str:
+    """Our own words for why torch's restricted unpickler refused a file (torch's text advises an
+    unsafe retry, which we never want to pass on)."""
+    text = str(exc)
+    found = re.search(r"GLOBAL ([\w.]+)", text)
+    if found:
+        return f"it refers to the Python object {found.group(1)}"
+    if "Weights only load failed" in text:
+        return "it holds Python objects other than tensors and plain containers"
+    lines = [ln.strip() for ln in text.splitlines() if ln.strip() and "weights_only" not in ln]
+    return lines[0][:200] if lines else f"{exc.__class__.__name__}: not a readable torch file"
+
+
 def load_torch_file(path: Path) -> dict:
     """Reads a torch-pickled checkpoint with weights_only=True; it must hold a dict."""
     try:
         data = torch.load(path, map_location="cpu", weights_only=True)
     except Exception as exc:  # UnpicklingError, RuntimeError, EOFError, ... all mean "refused"
-        reason = str(exc).strip().splitlines()[0][:200] if str(exc).strip() else exc.__class__.__name__
         raise CheckpointError(
-            f"{path} could not be read safely with torch.load(weights_only=True) ({reason}); "
-            "only tensors and plain containers are accepted."
+            f"{path} was refused by the safe loader ({_refusal_reason(exc)}); "
+            "only tensors and plain containers are accepted, and nothing in it was run."
         ) from None
     if not isinstance(data, dict):
         raise CheckpointError(
