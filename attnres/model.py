@@ -59,9 +59,7 @@ class MLP(nn.Module):
         super().__init__()
         self.c_fc = nn.Linear(config.d_model, config.hidden, bias=config.bias)
         self.c_proj = nn.Linear(config.hidden, config.d_model, bias=config.bias)
-        self.act = {"gelu": nn.GELU(), "gelu_tanh": nn.GELU("tanh"), "relu": nn.ReLU()}[
-            config.activation
-        ]
+        self.act = {"gelu": nn.GELU(), "gelu_tanh": nn.GELU("tanh"), "relu": nn.ReLU()}[config.activation]
 
     def forward(self, x: Tensor) -> Tensor:
         return self.c_proj(self.act(self.c_fc(x)))
@@ -348,8 +346,14 @@ class Model(nn.Module):
         return sum(p.numel() for p in self.parameters())
 
     @torch.no_grad()
-    def generate(self, tokens: Tensor, max_new_tokens: int, temperature: float = 1.0,
-                 top_k: int | None = None, generator: torch.Generator | None = None) -> Tensor:
+    def generate(
+        self,
+        tokens: Tensor,
+        max_new_tokens: int,
+        temperature: float = 1.0,
+        top_k: int | None = None,
+        generator: torch.Generator | None = None,
+    ) -> Tensor:
         """Samples max_new_tokens continuations of tokens [B, T] (window = context)."""
         for _ in range(max_new_tokens):
             logits = self(tokens[:, -self.config.block_size :]).logits[:, -1, :] / temperature

@@ -161,8 +161,12 @@ def train(args: TrainArgs) -> dict:
     device = ddp.device
     corpus = load_corpus()
     config = ModelConfig(
-        vocab_size=len(corpus.tokenizer), block_size=args.block_size, n_layer=args.n_layer,
-        n_head=args.n_head, d_model=args.d_model, residual=args.residual,
+        vocab_size=len(corpus.tokenizer),
+        block_size=args.block_size,
+        n_layer=args.n_layer,
+        n_head=args.n_head,
+        d_model=args.d_model,
+        residual=args.residual,
         attnres_block_size=args.attnres_block_size,
     )
     torch.manual_seed(args.seed)  # identical initial weights on every rank
@@ -172,7 +176,8 @@ def train(args: TrainArgs) -> dict:
     sampler = BatchSampler(corpus.train, args.block_size, args.batch_size, args.seed, ddp.rank)
     autocast = (
         torch.autocast("cuda", dtype=torch.bfloat16 if args.dtype == "bf16" else torch.float16)
-        if device.type == "cuda" and args.dtype != "fp32" else nullcontext()
+        if device.type == "cuda" and args.dtype != "fp32"
+        else nullcontext()
     )
     out = Path(args.out)
     log = _Log(out, model, ddp.rank == 0)
@@ -181,8 +186,12 @@ def train(args: TrainArgs) -> dict:
     bar = _progress(args, ddp.rank == 0)
     for step in range(args.steps + 1):
         if step in snapshot_steps and ddp.rank == 0:
-            save_model(model, out / "snapshots" / f"step-{step:06d}", dtype=torch.float16,
-                       extra_config={"training": {"step": step, "tokens": step * _tokens_per_step(args, ddp)}})
+            save_model(
+                model,
+                out / "snapshots" / f"step-{step:06d}",
+                dtype=torch.float16,
+                extra_config={"training": {"step": step, "tokens": step * _tokens_per_step(args, ddp)}},
+            )
         if step == args.steps:
             break
         row = _step(net, model, optimizer, sampler, autocast, args, step, device, ddp)
@@ -190,7 +199,9 @@ def train(args: TrainArgs) -> dict:
             row["val_loss"] = ddp.mean(heldout_loss(model, corpus.val, args.eval_windows))
         log.write(row)
         bar.update(1)
-        bar.set_postfix(loss=f"{row['train_loss']:.3f}", tok_s=f"{row['tokens'] / (time.time() - started):.0f}")
+        bar.set_postfix(
+            loss=f"{row['train_loss']:.3f}", tok_s=f"{row['tokens'] / (time.time() - started):.0f}"
+        )
     bar.close()
     summary = _finish(args, model, corpus, device, started, ddp)
     ddp.close()
@@ -214,8 +225,15 @@ def _step(net, model, optimizer, sampler, autocast, args, step, device, ddp) -> 
     grad_norm = torch.nn.utils.clip_grad_norm_(model.parameters(), args.grad_clip).item()
     optimizer.step()
     tokens = (step + 1) * _tokens_per_step(args, ddp)
-    return {"step": step + 1, "tokens": tokens, "train_loss": ddp.mean(loss.item()), "val_loss": "",
-            "lr": lr, "grad_norm": grad_norm, **{f"grad_norm_block_{i}": g for i, g in enumerate(block_norms)}}
+    return {
+        "step": step + 1,
+        "tokens": tokens,
+        "train_loss": ddp.mean(loss.item()),
+        "val_loss": "",
+        "lr": lr,
+        "grad_norm": grad_norm,
+        **{f"grad_norm_block_{i}": g for i, g in enumerate(block_norms)},
+    }
 
 
 def _progress(args: TrainArgs, show: bool):
@@ -253,9 +271,13 @@ def _finish(args, model, corpus, device, started, ddp) -> dict:
         "tokens seen": args.steps * _tokens_per_step(args, ddp),
         "batch": f"{args.batch_size} x {args.block_size} characters x {ddp.world} process(es)",
         "seed": args.seed,
-        "final train loss (fixed training slice)": round(heldout_loss(model, corpus.train, args.eval_windows), 4),
+        "final train loss (fixed training slice)": round(
+            heldout_loss(model, corpus.train, args.eval_windows), 4
+        ),
         "final validation loss": round(heldout_loss(model, corpus.val, args.eval_windows), 4),
-        "hardware": torch.cuda.get_device_name(device) if device.type == "cuda" else platform.processor() or "CPU",
+        "hardware": torch.cuda.get_device_name(device)
+        if device.type == "cuda"
+        else platform.processor() or "CPU",
         "torch": torch.__version__,
         "wall time (s)": round(wall, 1),
         "command": "python -m attnres.train " + shlex.join(sys.argv[1:]),
