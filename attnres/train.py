@@ -134,8 +134,9 @@ def model_card(args: TrainArgs, summary: dict) -> str:
     rows = "\n".join(f"| {k} | {v} |" for k, v in summary.items() if k != "command")
     return f"""# {Path(args.out).name}: {rule}
 
-A character-level GPT ({args.n_layer} Transformer blocks = {2 * args.n_layer} sublayers, d_model {args.d_model},
-{args.n_head} heads, context {args.block_size}) trained on 38 public-domain works of Shakespeare.
+A character-level GPT ({args.n_layer} Transformer blocks = {2 * args.n_layer} sublayers,
+d_model {args.d_model}, {args.n_head} heads, context {args.block_size}) trained on 38 public-domain
+works of Shakespeare.
 
 | | |
 | --- | --- |
