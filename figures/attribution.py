@@ -1,0 +1,154 @@
+"""Routing weight against causal effect: integrated-gradients attribution per gate, and ablations.
+
+Routing weight alpha says where a layer looks; attribution and ablation say what mattered for the
+prediction. They can disagree (ETH, arXiv 2606.13168), so they are drawn side by side.
+"""
+
+from __future__ import annotations
+
+import numpy as np
+import plotly.graph_objects as go
+
+from ._grid import hover_sources, on_grid, site_label, union_columns
+from .style import DIVERGING_COLORSCALE, finite_or_none, layout, safe_label, safe_labels
+
+
+def _row(attr, site: int) -> int:
+    sites = [int(s) for s in attr.sites]
+    if site not in sites:
+        raise ValueError(f"site must be one of {sites[0]}..{sites[-1]}, got {site!r}")
+    return sites.index(site)
+
+
+def _target(attr, b: int) -> str:
+    return f"target {safe_label(attr.target_tokens[b])} at position {int(attr.positions[b])}"
+
+
+def attribution_vs_weight(attr, site: int, prompt_index: int = 0):
+    """Grouped bars per source of one site: routing weight (left axis) vs IG attribution (right axis).
+
+    Args:
+        attr: a ``probes.GateAttribution``.
+        site: the consuming site l (1..L+1).
+        prompt_index: which prompt of the batch.
+    """
+    row = _row(attr, site)
+    labels = safe_labels(attr.sources[row])
+    k = len(labels)
+    weight = attr.weight[prompt_index, row, :k]
+    attribution = attr.attribution[prompt_index, row, :k]
+    fig = go.Figure()
+    fig.add_trace(
+        go.Bar(
+            x=labels,
+            y=finite_or_none(weight),
+            name="routing weight α",
+            offsetgroup=0,
+            marker_color="#1f77b4",
+            hovertemplate="%{x}<br>α %{y}<extra></extra>",
+        )
+    )
+    fig.add_trace(
+        go.Bar(
+            x=labels,
+            y=finite_or_none(attribution),
+            name="IG attribution (Δ log p)",
+            offsetgroup=1,
+            yaxis="y2",
+            marker_color="#d62728",
+            hovertemplate="%{x}<br>attribution %{y}<extra></extra>",
+        )
+    )
+    where = site_label(site, _kind(attr, row))
+    layout(
+        fig, f"Routing weight vs attribution at {where} — {_target(attr, prompt_index)}", "source", "weight α"
+    )
+    fig.update_layout(
+        barmode="group",
+        yaxis2={
+            "title": {"text": "attribution (Δ log p)"},
+            "overlaying": "y",
+            "side": "right",
+            "zeroline": True,
+        },
+        legend={"orientation": "h", "y": -0.2},
+    )
+    return fig
+
+
+def _kind(attr, row: int) -> str:
+    n_sites = len(attr.sites)
+    site = int(attr.sites[row])
+    return "readout" if site == n_sites else ("attn" if site % 2 else "mlp")
+
+
+def attribution_heatmap(attr, prompt_index: int = 0):
+    """Site × source heatmap of IG attribution for one prompt (diverging colours centred on 0)."""
+    columns = union_columns(attr.sources)
+    z = on_grid(attr.attribution[prompt_index], attr.sources, columns)
+    finite = np.abs(z[np.isfinite(z)])
+    bound = float(finite.max()) if finite.size else 1.0
+    rows = [site_label(s, _kind(attr, i)) for i, s in enumerate(attr.sites)]
+    fig = go.Figure(
+        go.Heatmap(
+            z=z,
+            x=safe_labels(columns),
+            y=rows,
+            customdata=hover_sources(attr.sources, columns),
+            zmid=0.0,
+            zmin=-bound,
+            zmax=bound,
+            colorscale=DIVERGING_COLORSCALE,
+            hovertemplate="site %{y}<br>source %{customdata}<br>attribution %{z}<extra></extra>",
+            xgap=1,
+            ygap=1,
+        )
+    )
+    total = float(np.nansum(attr.attribution[prompt_index]))
+    title = f"IG attribution per depth gate — {_target(attr, prompt_index)} (sum {total:.3f})"
+    layout(fig, title, "source", "consumer site")
+    fig.update_yaxes(autorange="reversed")
+    return fig
+
+
+def ablation_label(result) -> str:
+    """'L5 zero_source emb', 'L17 uniform' (escaped)."""
+    extra = f" {safe_label(result.source)}" if result.source else ""
+    return f"L{result.site} {result.mode}{extra}"
+
+
+def ablation_chart(results):
+    """Bar chart of Δloss (after − before) for a list of ``probes.AblationResult``."""
+    labels = [ablation_label(r) for r in results]
+    deltas = [float(r.delta_loss) for r in results]
+    fig = go.Figure(
+        go.Bar(
+            x=labels,
+            y=finite_or_none(deltas),
+            marker_color=["#d62728" if d > 0 else "#2ca02c" for d in deltas],
+            customdata=[[r.loss_before, r.loss_after] for r in results],
+            hovertemplate="%{x}<br>Δloss %{y}<br>before %{customdata[0]:.4f} after %{customdata[1]:.4f}"
+            "<extra></extra>",
+        )
+    )
+    layout(fig, "Ablations: change in next-token loss", "ablation (site, mode, source)", "Δ loss (nats)")
+    fig.add_hline(y=0.0, line={"color": "black", "width": 1})
+    return fig
+
+
+def ablation_table(result) -> list[dict]:
+    """Rows: for each prompt and rank, the top next characters before and after the ablation."""
+    rows = []
+    for b in range(len(result.positions)):
+        for rank in range(result.top_ids_before.shape[1]):
+            rows.append(
+                {
+                    "prompt": b,
+                    "rank": rank + 1,
+                    "before": safe_label(result.top_tokens_before[b][rank]),
+                    "p before": round(float(result.top_probs_before[b, rank]), 4),
+                    "after": safe_label(result.top_tokens_after[b][rank]),
+                    "p after": round(float(result.top_probs_after[b, rank]), 4),
+                }
+            )
+    return rows

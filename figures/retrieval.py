@@ -1,0 +1,225 @@
+"""Which earlier layers each layer reads: a layer graph, the depth-mixing matrix (Fig. 9), a summary.
+
+The graph lays emb, L1..LL and the readout along one axis. An arc runs from a source to the site that
+reads it, with width proportional to the strength (AttnRes: mean weight alpha; PreNorm: the source's
+signed share of h_l, since every weight is 1). Arcs into attention inputs bend above the axis, arcs
+into MLP inputs below. Block AttnRes sources are block sums: each is drawn at its block's last layer
+and labelled (B1, ...); the partial sum sits at the layer just before the consumer.
+"""
+
+from __future__ import annotations
+
+import numpy as np
+import plotly.graph_objects as go
+
+from ._grid import site_label
+from .style import (
+    PRENORM_NOTE,
+    SEQUENTIAL_COLORSCALE,
+    layout,
+    model_title,
+    safe_label,
+    safe_labels,
+    safe_text,
+    weight_zmax,
+)
+
+KIND_COLOURS = {"attn": "#1f77b4", "mlp": "#ff7f0e", "readout": "#2ca02c"}
+ARC_STEPS = 24
+
+
+def source_position(label: str, site: int, n_sublayers: int, block_size: int | None) -> int:
+    """x of a source on the layer axis: emb 0, Li at i, Bn at its block's last layer, partial at l-1."""
+    if label == "emb":
+        return 0
+    if label == "partial":
+        return site - 1
+    if label.startswith("B"):
+        return min(int(label[1:]) * (block_size or 1), n_sublayers)
+    return int(label[1:])
+
+
+def _block_size(retrieval) -> int | None:
+    """Sublayers per depth block, read off the labels: the site after B1 becomes available."""
+    for l, labels in zip(retrieval.sites, retrieval.sources, strict=True):
+        if "B1" in labels:
+            return int(l) - 1
+    return None
+
+
+def strengths(retrieval) -> np.ndarray:
+    """[S, Kmax] what the graph draws: mean alpha (AttnRes) or mean share (PreNorm)."""
+    return retrieval.share_mean if retrieval.strength_kind == "share" else retrieval.weight_mean
+
+
+def _arc(x0: float, x1: float, bend: float) -> tuple[list[float], list[float]]:
+    """Points of a quadratic Bezier from (x0, 0) to (x1, 0), peak height |bend| * span / 4 * 2."""
+    t = np.linspace(0.0, 1.0, ARC_STEPS)
+    control = bend * max(abs(x1 - x0), 0.6) * 0.35
+    xs = (1 - t) ** 2 * x0 + 2 * (1 - t) * t * (x0 + x1) / 2 + t**2 * x1
+    ys = 2 * (1 - t) * t * control
+    return xs.tolist(), ys.tolist()
+
+
+def arcs(retrieval, threshold: float = 0.1) -> list[dict]:
+    """Every (source, consumer) pair with |strength| > threshold: source, site, kind, x0, x1, strength."""
+    L, size = len(retrieval.sites) - 1, _block_size(retrieval)
+    table, out = strengths(retrieval), []
+    for row, (site, kind, labels) in enumerate(
+        zip(retrieval.sites, retrieval.kinds, retrieval.sources, strict=True)
+    ):
+        for k, label in enumerate(labels):
+            value = float(table[row, k])
+            if np.isfinite(value) and abs(value) > threshold:
+                x0 = source_position(label, int(site), L, size)
+                out.append(
+                    {
+                        "source": label,
+                        "site": int(site),
+                        "kind": kind,
+                        "x0": x0,
+                        "x1": int(site),
+                        "strength": value,
+                    }
+                )
+    return out
+
+
+def _node_trace(retrieval) -> go.Scatter:
+    L = len(retrieval.sites) - 1
+    labels = ["emb"] + [f"L{l}" for l in range(1, L + 1)] + ["out"]
+    colours = ["#444"] + [KIND_COLOURS[k] for k in retrieval.kinds]
+    return go.Scatter(
+        x=list(range(L + 2)),
+        y=[0.0] * (L + 2),
+        mode="markers+text",
+        text=labels,
+        textposition="middle right",
+        marker={"size": 11, "color": colours, "line": {"color": "white", "width": 1}},
+        hovertext=["v_0 (embedding)"]
+        + [site_label(s, k) for s, k in zip(retrieval.sites, retrieval.kinds, strict=True)],
+        hoverinfo="text",
+        showlegend=False,
+        name="layers",
+    )
+
+
+def _block_label_trace(retrieval) -> go.Scatter | None:
+    size = _block_size(retrieval)
+    if retrieval.residual != "block" or size is None:
+        return None
+    L = len(retrieval.sites) - 1
+    names = sorted(
+        {lab for labs in retrieval.sources for lab in labs if lab.startswith("B")}, key=lambda s: int(s[1:])
+    )
+    xs = [source_position(n, 0, L, size) for n in names]
+    return go.Scatter(
+        x=xs,
+        y=[-0.12] * len(xs),
+        mode="text",
+        text=[f"<b>{safe_label(n)}</b>" for n in names],
+        hovertext=[
+            f"{safe_label(n)} = sum of L{(int(n[1:]) - 1) * size + 1}..L{x}"
+            for n, x in zip(names, xs, strict=True)
+        ],
+        hoverinfo="text",
+        showlegend=False,
+        name="block sums",
+    )
+
+
+def retrieval_graph(retrieval, threshold: float = 0.1, name: str = ""):
+    """Layer graph of who reads whom: arcs above the threshold, width proportional to strength.
+
+    Args:
+        retrieval: a ``probes.Retrieval``.
+        threshold: arcs with |strength| <= threshold are not drawn.
+        name: the model's display name.
+
+    Returns:
+        A plotly Figure; each arc is one trace with ``meta = {"arc": True, "strength": ...}``.
+    """
+    fig = go.Figure()
+    what = "share of h_l" if retrieval.strength_kind == "share" else "mean weight α"
+    for arc in arcs(retrieval, threshold):
+        bend = -1.0 if arc["kind"] == "mlp" else 1.0
+        xs, ys = _arc(arc["x0"], arc["x1"], bend)
+        where = site_label(arc["site"], arc["kind"])
+        text = f"{safe_label(arc['source'])} → {where}<br>{what} {arc['strength']:.4f}"
+        fig.add_trace(
+            go.Scatter(
+                x=xs,
+                y=ys,
+                mode="lines",
+                line={
+                    "width": max(0.5, 12 * abs(arc["strength"])),
+                    "color": KIND_COLOURS[arc["kind"]],
+                    "dash": "dot" if arc["strength"] < 0 else "solid",
+                },
+                opacity=0.55,
+                hovertext=text,
+                hoverinfo="text",
+                showlegend=False,
+                name=f"{safe_label(arc['source'])}→L{arc['site']}",
+                meta={"arc": True, "strength": arc["strength"]},
+            )
+        )
+    fig.add_trace(_node_trace(retrieval))
+    block_labels = _block_label_trace(retrieval)
+    if block_labels is not None:
+        fig.add_trace(block_labels)
+    note = f" · {PRENORM_NOTE}, arcs show shares" if retrieval.residual == "prenorm" else ""
+    title = f"Who reads whom — {model_title(name, retrieval.residual)} · {what} > {threshold:g}{note}"
+    layout(fig, title, "depth (above: into attention inputs, below: into MLP inputs)")
+    fig.update_yaxes(visible=False)
+    fig.update_xaxes(showgrid=False, zeroline=False, showticklabels=False)
+    return fig
+
+
+def mixing_matrix(retrieval, name: str = ""):
+    """Paper Fig. 9: mean weight each h_l gives each v_i (PreNorm: the all-ones lower triangle)."""
+    L = len(retrieval.sites) - 1
+    columns = ["emb"] + [f"L{i}" for i in range(1, L + 1)]
+    rows = [site_label(s, k) for s, k in zip(retrieval.sites, retrieval.kinds, strict=True)]
+    z = np.asarray(retrieval.mixing, dtype=np.float64)
+    fig = go.Figure(
+        go.Heatmap(
+            z=z,
+            x=safe_labels(columns),
+            y=rows,
+            zmin=0.0,
+            zmax=weight_zmax(z),
+            colorscale=SEQUENTIAL_COLORSCALE,
+            hovertemplate="h at %{y}<br>v from %{x}<br>weight %{z}<extra></extra>",
+            xgap=1,
+            ygap=1,
+        )
+    )
+    note = f" · {PRENORM_NOTE}" if retrieval.residual == "prenorm" else ""
+    layout(
+        fig,
+        f"Fig. 9 — depth-mixing matrix, {model_title(name, retrieval.residual)}{note}",
+        "source v_i",
+        "site",
+    )
+    fig.update_yaxes(autorange="reversed")
+    return fig
+
+
+def retrieval_summary(retrievals, names) -> list[dict]:
+    """Table rows: per model and site, the strongest sources with their strength (escaped labels)."""
+    rows = []
+    for retrieval, name in zip(retrievals, names, strict=True):
+        table = strengths(retrieval)
+        for row, (site, kind) in enumerate(zip(retrieval.sites, retrieval.kinds, strict=True)):
+            entry = {
+                "model": safe_text(name),
+                "site": site_label(site, kind),
+                "ranked by": retrieval.strength_kind,
+            }
+            for rank, k in enumerate(retrieval.top_sources[row], start=1):
+                if k >= 0:
+                    label = safe_label(retrieval.sources[row][k])
+                    entry[f"top {rank}"] = f"{label} ({float(table[row, k]):.3f})"
+            rows.append(entry)
+    return rows
