@@ -127,7 +127,9 @@ def depth_heatmaps(dws, names, panel: str = "all", zmax: float | None = None, to
     fig.update_yaxes(title_text="consumer site", row=1, col=1)
     what = "token mean" if token is None else f"token #{int(token)}"
     layout(fig, f"Depth-attention weights — {PANELS[panel]} · {what} (shared colour scale)")
-    fig.update_layout(coloraxis=_colour_axis(_shared_zmax(dws, zmax)), width=max(700, 420 * len(dws)))
+    fig.update_layout(
+        coloraxis=_colour_axis(_shared_zmax(dws, zmax)), width=max(700, 420 * len(dws)), margin={"t": 110}
+    )
     return fig
 
 

@@ -85,16 +85,28 @@ def arcs(retrieval, threshold: float = 0.1) -> list[dict]:
     return out
 
 
+def _block_names(retrieval) -> list[str]:
+    labels = {lab for labs in retrieval.sources for lab in labs if lab.startswith("B")}
+    return sorted(labels, key=lambda s: int(s[1:]))
+
+
+def _ticks(retrieval) -> tuple[list[int], list[str]]:
+    """Tick positions and labels of the layer axis; a block sum's label under its last layer."""
+    L, size = len(retrieval.sites) - 1, _block_size(retrieval)
+    text = ["emb"] + [f"L{l}" for l in range(1, L + 1)] + ["out"]
+    for name in _block_names(retrieval):
+        x = source_position(name, 0, L, size)
+        text[x] += f"<br><b>{safe_label(name)}</b>"
+    return list(range(L + 2)), text
+
+
 def _node_trace(retrieval) -> go.Scatter:
     L = len(retrieval.sites) - 1
-    labels = ["emb"] + [f"L{l}" for l in range(1, L + 1)] + ["out"]
     colours = ["#444"] + [KIND_COLOURS[k] for k in retrieval.kinds]
     return go.Scatter(
         x=list(range(L + 2)),
         y=[0.0] * (L + 2),
-        mode="markers+text",
-        text=labels,
-        textposition="middle right",
+        mode="markers",
         marker={"size": 11, "color": colours, "line": {"color": "white", "width": 1}},
         hovertext=["v_0 (embedding)"]
         + [site_label(s, k) for s, k in zip(retrieval.sites, retrieval.kinds, strict=True)],
@@ -104,28 +116,38 @@ def _node_trace(retrieval) -> go.Scatter:
     )
 
 
-def _block_label_trace(retrieval) -> go.Scatter | None:
+def _block_sum_trace(retrieval) -> go.Scatter | None:
+    """Open diamonds where block sums sit (Block AttnRes only)."""
     size = _block_size(retrieval)
     if retrieval.residual != "block" or size is None:
         return None
-    L = len(retrieval.sites) - 1
-    names = sorted(
-        {lab for labs in retrieval.sources for lab in labs if lab.startswith("B")}, key=lambda s: int(s[1:])
-    )
+    L, names = len(retrieval.sites) - 1, _block_names(retrieval)
     xs = [source_position(n, 0, L, size) for n in names]
     return go.Scatter(
         x=xs,
-        y=[-0.12] * len(xs),
-        mode="text",
-        text=[f"<b>{safe_label(n)}</b>" for n in names],
+        y=[0.0] * len(xs),
+        mode="markers",
+        marker={"size": 22, "symbol": "diamond-open", "color": "black", "line": {"width": 2}},
         hovertext=[
-            f"{safe_label(n)} = sum of L{(int(n[1:]) - 1) * size + 1}..L{x}"
+            f"{safe_label(n)} = L{(int(n[1:]) - 1) * size + 1} + .. + L{x} (block sum)"
             for n, x in zip(names, xs, strict=True)
         ],
         hoverinfo="text",
-        showlegend=False,
-        name="block sums",
+        name="block sum",
     )
+
+
+def _legend_entries(fig: go.Figure) -> None:
+    for kind, text in (
+        ("attn", "into attention input"),
+        ("mlp", "into MLP input"),
+        ("readout", "into readout"),
+    ):
+        fig.add_trace(
+            go.Scatter(
+                x=[None], y=[None], mode="lines", line={"color": KIND_COLOURS[kind], "width": 4}, name=text
+            )
+        )
 
 
 def retrieval_graph(retrieval, threshold: float = 0.1, name: str = ""):
@@ -165,14 +187,17 @@ def retrieval_graph(retrieval, threshold: float = 0.1, name: str = ""):
             )
         )
     fig.add_trace(_node_trace(retrieval))
-    block_labels = _block_label_trace(retrieval)
-    if block_labels is not None:
-        fig.add_trace(block_labels)
+    block_sums = _block_sum_trace(retrieval)
+    if block_sums is not None:
+        fig.add_trace(block_sums)
+    _legend_entries(fig)
     note = f" · {PRENORM_NOTE}, arcs show shares" if retrieval.residual == "prenorm" else ""
     title = f"Who reads whom — {model_title(name, retrieval.residual)} · {what} > {threshold:g}{note}"
     layout(fig, title, "depth (above: into attention inputs, below: into MLP inputs)")
     fig.update_yaxes(visible=False)
-    fig.update_xaxes(showgrid=False, zeroline=False, showticklabels=False)
+    tickvals, ticktext = _ticks(retrieval)
+    fig.update_xaxes(showgrid=False, zeroline=False, tickvals=tickvals, ticktext=ticktext, tickangle=0)
+    fig.update_layout(legend={"orientation": "h", "y": -0.25})
     return fig
 
 
