@@ -48,8 +48,26 @@ def _targets_table(targets: list[dict]) -> list[str]:
     return lines + [""]
 
 
+def _kernel_table(rows: list[dict]) -> list[str]:
+    lines = ["## Depth-attention kernel alone (fp32 sources; `copy` = device copy of the same sources)", "",
+             "| case | K | N | d | G | impl | median ms | GB/s |", "|---" * 8 + "|"]  # fmt: skip
+    for r in rows:
+        cells = (
+            r["case"],
+            r["K"],
+            r["N"],
+            r["d"],
+            r["G"],
+            r["impl"],
+            _num(r["median_ms"], 3),
+            _num(r["gb_per_s"], 0),
+        )
+        lines.append("| " + " | ".join(str(c) for c in cells) + " |")
+    return lines + [""]
+
+
 def _extras(result: dict) -> list[str]:
-    lines = []
+    lines = _kernel_table(result["kernel"]) if result.get("kernel") else []
     probe = result.get("probe_sweep") or {}
     if probe:
         lines += ["## Probe sweep", ""]

@@ -16,6 +16,7 @@ import argparse
 import contextlib
 import datetime
 import json
+import os
 import platform
 import sys
 from dataclasses import dataclass
@@ -29,6 +30,7 @@ from attnres.model import Model
 
 from . import harness, render
 from .harness import Variant
+from .kernel import kernel_timing
 from .targets import evaluate_targets, probe_sweep_timing
 
 RESULTS = Path(__file__).parent / "results"
@@ -52,11 +54,13 @@ SHAPES = {
     "deep": Shape(n_layer=24, d_model=512, n_head=8, seq=512, batch=8, vocab=50304),  # 48 sublayers
     "tiny": Shape(n_layer=2, d_model=32, n_head=2, seq=16, batch=2, vocab=64),  # the test suite's
 }
-QUICK_BATCH_SEQ = {"gpt2-small": (1, 128), "deep": (1, 64)}  # --quick keeps widths, cuts tokens
+# --quick keeps widths and depths, cuts the tokens:
+QUICK_BATCH_SEQ = {"sample": (4, 256), "gpt2-small": (1, 128), "deep": (1, 64)}
 
 
 def build_model(shape: Shape, residual: str, device: torch.device, seed: int = 0) -> Model:
-    """A fresh model of one rule; depth queries and key gains randomised so the softmax is not flat."""
+    """A fresh model of one rule; depth queries (logits of order 1) and key gains randomised, so the
+    depth softmax is neither flat nor one-hot."""
     torch.manual_seed(seed)
     config = ModelConfig(
         vocab_size=shape.vocab, block_size=shape.seq, n_layer=shape.n_layer, n_head=shape.n_head,
@@ -67,7 +71,7 @@ def build_model(shape: Shape, residual: str, device: torch.device, seed: int = 0
     with torch.no_grad():
         for name, p in model.named_parameters():
             if name.endswith("_res.query"):
-                p.normal_(0.0, 0.5)
+                p.normal_(0.0, shape.d_model**-0.5)
             elif name.endswith("_res.norm.weight"):
                 p.uniform_(0.5, 1.5)
     return model
@@ -205,8 +209,8 @@ class Run:
     def compile_for(self, shape_name: str) -> bool:
         if not self.compile or shape_name not in self.compile_shapes:
             return False
-        if self.budget_s and self.elapsed_s() > self.budget_s / 2:
-            self.notes.append(f"{shape_name}: compiled rows skipped, past half of --budget-s {self.budget_s}")
+        if self.budget_s and self.elapsed_s() > 0.4 * self.budget_s:  # compiling a deep model takes minutes
+            self.notes.append(f"{shape_name}: no compiled rows, past 40% of --budget-s {self.budget_s:g}")
             return False
         return True
 
@@ -253,6 +257,11 @@ def benchmark(run: Run) -> dict:
         rows += run_shape(run, shape_name, probe)
         print(f"[benchmarks] {shape_name} done at {run.elapsed_s():.0f} s", file=sys.stderr, flush=True)
     add_ratios(rows)
+    kernel_rows = kernel_timing(run.device, run.warmup, run.repeats, run.errors) if run.fused else None
+    if hasattr(os, "getloadavg"):
+        run.notes.append(
+            f"load average at the end (1, 5, 15 min): {', '.join(f'{x:.2f}' for x in os.getloadavg())}"
+        )
     try:
         import triton
 
@@ -261,7 +270,7 @@ def benchmark(run: Run) -> dict:
         triton_version = None
     return {"device": device_name(run.device), "torch": torch.__version__, "triton": triton_version,
             "python": platform.python_version(), "date": run.started.astimezone().isoformat("T", "seconds"),
-            "dtype": run.dtype_name, "quick": run.quick, "results": rows,
+            "dtype": run.dtype_name, "quick": run.quick, "results": rows, "kernel": kernel_rows,
             "targets": evaluate_targets(rows, run.quick), "probe_sweep": probe or None, "checks": run.checks,
             "notes": run.notes, "errors": run.errors, "wall_s": round(run.elapsed_s(), 1)}  # fmt: skip
 
@@ -279,7 +288,7 @@ def parse_args(argv=None):
     p.add_argument("--no-train", action="store_true", help="skip the training-step rows")
     p.add_argument("--no-compile", action="store_true", help="skip the torch.compile rows")
     p.add_argument("--compile-shapes", nargs="*", default=["gpt2-small", "deep"], choices=list(SHAPES))
-    p.add_argument("--budget-s", type=float, default=0.0, help="skip compiling once half of this is spent")
+    p.add_argument("--budget-s", type=float, default=0.0, help="skip compiling once 40%% of this is spent")
     args = p.parse_args(argv)
     if args.device == "cuda" and not cuda:
         p.error("--device cuda but torch sees no CUDA device")

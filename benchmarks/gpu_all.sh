@@ -1,0 +1,27 @@
+#!/usr/bin/env bash
+# Everything issue #8 measures on a GPU, in one command (about 5-8 minutes on an H100):
+#   bash benchmarks/gpu_all.sh
+# 1. the CUDA tests of the fused kernel (tests/attnres/test_kernels.py), log kept beside the results;
+# 2. the full benchmark (bf16 autocast, sample + gpt2-small + deep, inference + train, fused + compiled)
+#    into $OUT if set (the device tool's output folder), else benchmarks/results/.
+# Exit status: non-zero if either step failed; the benchmark runs even when a test fails.
+set -uo pipefail
+cd "$(dirname "$0")/.."
+
+out_dir="${OUT:-benchmarks/results}"
+mkdir -p "$out_dir"
+name="$(python3 -c 'import torch; n = torch.cuda.get_device_name(0).lower().split(); print("gpu-" + "-".join(w for w in n if w not in ("nvidia", "hbm3", "80gb")))' 2>/dev/null || echo gpu)"
+nvidia-smi --query-gpu=name,memory.total,driver_version --format=csv,noheader || true
+python3 -c 'import torch, triton; print("torch", torch.__version__, "triton", triton.__version__)' || true
+
+echo "== kernel tests" >&2
+python3 -m pytest -q -p no:cacheprovider tests/attnres/test_kernels.py 2>&1 | tee "$out_dir/$name-kernel-tests.txt"
+tests_rc=${PIPESTATUS[0]}
+
+echo "== benchmark -> $out_dir/$name.json" >&2
+python3 -m benchmarks.run --device cuda --out "$out_dir/$name.json" --budget-s 420 "$@"
+bench_rc=$?
+
+[ -f "$out_dir/$name.md" ] && cat "$out_dir/$name.md"
+echo "kernel tests exit $tests_rc, benchmark exit $bench_rc" >&2
+[ "$tests_rc" -eq 0 ] && [ "$bench_rc" -eq 0 ]
