@@ -93,7 +93,9 @@ def snapshot_depth_heatmaps(series, names=None, panel: str = "all"):
             fig.update_yaxes(autorange="reversed", row=r, col=c)
     all_results = [result for s in series for result in s.results]
     steps = sorted({int(step) for s in series for step in s.steps})
-    title = f"Depth-attention weights over training — {PANELS[panel]} · steps {', '.join(map(str, steps))}"
+    title = (
+        f"Depth-attention weights over training — {PANELS[panel]} at {', '.join(f'step {s}' for s in steps)}"
+    )
     layout(fig, title)
     fig.update_layout(
         coloraxis=_colour_axis(_shared_zmax(all_results, None)),
@@ -121,7 +123,7 @@ def snapshot_norms_chart(series, name: str = ""):
             )
         )
     who = f"{safe_text(name)} · " if name else ""
-    title = f"Stream magnitude over training — {who}steps {', '.join(map(str, steps))}"
+    title = f"Stream magnitude over training — {who}{', '.join(f'step {s}' for s in steps)}"
     layout(fig, title, "site l", "RMS(h_l)")
     fig.update_yaxes(type="log")
     return fig

@@ -6,9 +6,12 @@ import csv
 import io
 import json
 import math
+import re
 
 import numpy as np
 import plotly.graph_objects as go
+
+PLOTLY_JS_HEADER = "* plotly.js v"  # the licence header that opens the inlined bundle
 
 
 def to_html(fig: go.Figure, full_html: bool = True, include_plotlyjs=True) -> str:
@@ -22,6 +25,26 @@ def to_html(fig: go.Figure, full_html: bool = True, include_plotlyjs=True) -> st
     if include_plotlyjs not in (True, False):
         raise ValueError("include_plotlyjs must be True or False (no CDN: the HTML must work offline)")
     return fig.to_html(full_html=full_html, include_plotlyjs=include_plotlyjs, config={"displaylogo": False})
+
+
+def offline_problems(html: str, bundles: int | None = 1) -> list[str]:
+    """Reasons an HTML page would not work offline; empty when it does.
+
+    Checks that no ``<script>`` loads a ``src``, that plotly.js is inlined ``bundles`` times (None: any
+    number), and that no script other than the plotly.js bundle itself mentions http(s) or a CDN (the
+    bundle holds a few URLs in config defaults that a heatmap or line chart never fetches).
+    """
+    problems = []
+    if re.search(r"<script[^>]*\bsrc\s*=", html, flags=re.IGNORECASE):
+        problems.append("a <script> loads a src")
+    scripts = re.findall(r"<script[^>]*>(.*?)</script>", html, flags=re.DOTALL | re.IGNORECASE)
+    found = sum(PLOTLY_JS_HEADER in script for script in scripts)
+    if bundles is not None and found != bundles:
+        problems.append(f"plotly.js is inlined {found} times, expected {bundles}")
+    for script in scripts:
+        if PLOTLY_JS_HEADER not in script and re.search(r"https?://|cdn\.", script):
+            problems.append("a script outside the plotly.js bundle refers to the network")
+    return problems
 
 
 def to_png(fig: go.Figure, scale: float = 2) -> bytes:
