@@ -1,7 +1,31 @@
-"""AttnRes Lens: entry point (`streamlit run app/streamlit_app.py`)."""
+"""AttnRes Lens: entry point (`streamlit run app/streamlit_app.py`); one page per view in app/views/."""
 
-import streamlit as st
+import sys
+from pathlib import Path
 
-st.set_page_config(page_title="AttnRes Lens", layout="wide")
-st.title("AttnRes Lens")
-st.write("See what Attention Residuals do inside a language model.")
+REPO_ROOT = Path(__file__).resolve().parent.parent
+if str(REPO_ROOT) not in sys.path:  # so `import attnres, probes, figures, app` works from anywhere
+    sys.path.insert(0, str(REPO_ROOT))
+
+import streamlit as st  # noqa: E402
+
+PAGES = [
+    ("views/compare.py", "Compare", ":material/compare:", True),
+    ("views/depth.py", "Depth routing", ":material/grid_on:", False),
+    ("views/dilution.py", "Signal dilution", ":material/trending_up:", False),
+    ("views/retrieval.py", "Retrieval", ":material/hub:", False),
+    ("views/attribution.py", "Attribution & ablation", ":material/science:", False),
+    ("views/lens.py", "Logit lens", ":material/visibility:", False),
+    ("views/dynamics.py", "Training dynamics", ":material/timeline:", False),
+    ("views/learn.py", "Learn: signal dilution", ":material/school:", False),
+    ("views/inspector.py", "Checkpoint inspector", ":material/upload_file:", False),
+]
+
+
+def main() -> None:
+    st.set_page_config(page_title="AttnRes Lens", layout="wide")
+    pages = [st.Page(path, title=title, icon=icon, default=default) for path, title, icon, default in PAGES]
+    st.navigation(pages).run()
+
+
+main()

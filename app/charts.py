@@ -1,0 +1,96 @@
+"""A chart with its download row: PNG, standalone HTML, and the numbers as CSV or JSON."""
+
+from __future__ import annotations
+
+import streamlit as st
+
+from figures import export
+
+PNG_BROKEN = "_png_broken"  # session-state: why PNG export failed, once it has
+
+
+def _png_of(fig):
+    def build() -> bytes:
+        try:
+            return export.to_png(fig)
+        except Exception as exc:  # noqa: BLE001 (no renderer: tell the user on the next run)
+            st.session_state[PNG_BROKEN] = f"{exc.__class__.__name__}"
+            raise
+
+    return build
+
+
+def _as_bytes(data) -> bytes:
+    return data.encode("utf-8") if isinstance(data, str) else bytes(data)
+
+
+def _payload(data):
+    """JSON-ready form of a probe result, or of a dict / list of them."""
+    if hasattr(data, "to_dict"):
+        return data.to_dict()
+    if isinstance(data, dict):
+        return {str(k): _payload(v) for k, v in data.items()}
+    if isinstance(data, (list, tuple)):
+        return [_payload(v) for v in data]
+    return data
+
+
+def download_row(stem: str, fig=None, data=None, rows=None) -> None:
+    """Download buttons for one chart: PNG and HTML of ``fig``, JSON of ``data``, CSV of ``rows``.
+
+    Args:
+        stem: file-name stem and widget-key stem (unique on the page).
+        fig: the plotly figure, if any.
+        data: a probe result (``to_dict()``) or any JSON-ready object.
+        rows: a list of dicts for CSV.
+    """
+    columns = st.columns(4, gap="small")
+    if fig is not None:
+        if st.session_state.get(PNG_BROKEN):
+            columns[0].caption(f"PNG export unavailable ({st.session_state[PNG_BROKEN]}); use HTML.")
+        else:
+            columns[0].download_button(
+                "PNG", _png_of(fig), f"{stem}.png", "image/png", key=f"dl_png_{stem}", on_click="ignore"
+            )
+        columns[1].download_button(
+            "HTML",
+            lambda: _as_bytes(export.to_html(fig)),
+            f"{stem}.html",
+            "text/html",
+            key=f"dl_html_{stem}",
+            on_click="ignore",
+        )
+    if data is not None:
+        payload = _payload(data)
+        columns[2].download_button(
+            "JSON",
+            lambda: _as_bytes(export.to_json(payload)),
+            f"{stem}.json",
+            "application/json",
+            key=f"dl_json_{stem}",
+            on_click="ignore",
+        )
+    if rows:
+        columns[3].download_button(
+            "CSV",
+            lambda: _as_bytes(export.to_csv(rows)),
+            f"{stem}.csv",
+            "text/csv",
+            key=f"dl_csv_{stem}",
+            on_click="ignore",
+        )
+
+
+def chart(fig, stem: str, data=None, rows=None) -> None:
+    """Shows a plotly figure full width with its download row underneath."""
+    st.plotly_chart(fig, key=f"chart_{stem}", width="stretch")
+    download_row(stem, fig=fig, data=data, rows=rows)
+
+
+def table(rows: list[dict], stem: str, data=None) -> None:
+    """Shows rows as a dataframe (text cells, never HTML) with JSON/CSV downloads."""
+    if rows:
+        st.dataframe(rows, key=f"table_{stem}", hide_index=True)
+    else:
+        st.caption("Nothing to list.")
+    download_row(stem, data=data, rows=rows)

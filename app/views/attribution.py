@@ -1,0 +1,105 @@
+"""Attribution & ablation: how much each source matters for the next character (integrated
+gradients over the depth gates, via Captum) next to how much weight it gets, and what happens to
+the loss and the predictions when one site's routing is changed."""
+
+from __future__ import annotations
+
+import streamlit as st
+
+import figures
+from app import state
+from app.charts import chart, table
+from app.common import Settings, header, need_models, plain, probe, sidebar
+from app.models import ModelEntry
+
+BUTTONS = {
+    "zero_source": "Ablate this source",
+    "uniform": "Force uniform",
+    "argmax": "Force argmax",
+    "plain_sum": "Plain residual",
+}
+HISTORY = "ablations"  # session-state list of (model key, prompt, site, mode, source)
+
+
+def site_and_source(attr) -> tuple[int, str]:
+    """Selectors of the site (URL ``site``) and one of its sources (URL ``source``)."""
+    sites = [int(s) for s in attr.sites]
+    state.init("site", sites[-1], state.choice_of(sites), parse=int)
+    left, right = st.columns(2)
+    left.selectbox("Site", sites, key="site", format_func=lambda l: f"l = {l}")
+    labels = list(attr.sources[sites.index(st.session_state["site"])])
+    state.init("source", labels[0], state.choice_of(labels))
+    right.selectbox("Source (for 'Ablate this source')", labels, key="source")
+    state.keep("site", "source")
+    return st.session_state["site"], st.session_state["source"]
+
+
+def render_attribution(entry: ModelEntry, settings: Settings):
+    """Attribution per source of the chosen site beside its routing weight; returns the result."""
+    state.init("n_steps", 16, state.choice_of([8, 16, 32]), parse=int)
+    st.select_slider("Integration steps", [8, 16, 32], key="n_steps")
+    state.keep("n_steps")
+    attr = probe("gate_attribution", entry, settings, n_steps=st.session_state["n_steps"])
+    if attr is None:
+        return None, None
+    site, source = site_and_source(attr)
+    st.caption(plain(f"Explaining the prediction {attr.target_tokens[0]!r} at the prompt's last position."))
+    left, right = st.columns(2)
+    with left:
+        chart(figures.attribution_vs_weight(attr, site), "attribution_site", data=attr)
+    with right:
+        chart(figures.attribution_heatmap(attr), "attribution_all", data=attr)
+    return attr, (site, source)
+
+
+def _request(entry: ModelEntry, settings: Settings, site: int, source: str, mode: str) -> None:
+    request = (entry.key, settings.prompt, site, mode, source if mode == "zero_source" else None)
+    history = [r for r in st.session_state.get(HISTORY, []) if r != request]
+    st.session_state[HISTORY] = [*history, request][-8:]
+
+
+def render_ablation(entry: ModelEntry, settings: Settings, site: int, source: str) -> None:
+    """Buttons that change one site's routing; the last result and all of this prompt's so far."""
+    st.subheader("Ablation")
+    for column, (mode, label) in zip(st.columns(len(BUTTONS)), BUTTONS.items(), strict=True):
+        column.button(
+            label, key=f"ablate_{mode}", on_click=_request, args=(entry, settings, site, source, mode)
+        )
+    mine = [r for r in st.session_state.get(HISTORY, []) if r[:2] == (entry.key, settings.prompt)]
+    if not mine:
+        st.caption("Press a button to see how the loss and the predicted next characters change.")
+        return
+    results = [probe("ablate", entry, settings, site=r[2], mode=r[3], source=r[4]) for r in mine]
+    results = [r for r in results if r is not None]
+    if not results:
+        return
+    last = results[-1]
+    metrics = st.columns(3)
+    metrics[0].metric("Δ loss", f"{last.delta_loss:+.4f}", help="loss after minus loss before, nats")
+    metrics[1].metric("Loss after", f"{last.loss_after:.4f}")
+    metrics[2].metric("Δ accuracy", f"{last.delta_accuracy:+.3f}")
+    left, right = st.columns(2)
+    with left:
+        st.caption("Predicted next characters at the last position, before and after")
+        table(figures.ablation_table(last), "ablation_last", data=last)
+    with right:
+        chart(figures.ablation_chart(results), "ablation_history", data=results)
+
+
+def main() -> None:
+    header(
+        "Attribution & ablation",
+        "Routing weight is not importance: a source can get a large weight yet matter little. "
+        "Integrated gradients measure each source's effect on the prediction; ablations test it.",
+    )
+    settings = sidebar(multi=False, default=("Full AttnRes",))
+    if not need_models(settings):
+        return
+    entry = settings.models[0]
+    attr, choice = render_attribution(entry, settings)
+    if attr is not None:
+        render_ablation(entry, settings, *choice)
+
+
+if __name__ == "__main__":
+    main()
