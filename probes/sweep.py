@@ -1,0 +1,97 @@
+"""The full probe set on one or more models for one prompt, timed per probe.
+
+Used by the CLI report (``python -m probes.report``), the probe-sweep benchmark and the app: one place
+that says what "every probe" means. No plotting here.
+"""
+
+from __future__ import annotations
+
+import time
+from collections.abc import Callable, Mapping, Sequence
+from dataclasses import dataclass, field
+
+from .ablation import ablate
+from .attribution import gate_attribution
+from .depth import depth_sinks, depth_weights
+from .gradients import gradient_norms
+from .lens import logit_lens
+from .norms import stream_norms
+from .prompt import encode_prompt
+from .retrieval import depth_retrieval
+
+PROBES = ("depth", "norms", "retrieval", "gradients", "attribution", "ablation", "lens")
+# Ablations run at the output readout (site L+1), one per mode; zero_source removes the embedding.
+ABLATIONS = (("uniform", None), ("argmax", None), ("plain_sum", None), ("zero_source", "emb"))
+
+
+@dataclass
+class Sweep:
+    """Results and wall times of every probe on every model (names in the order given)."""
+
+    prompts: dict[str, object] = field(default_factory=dict)  # name -> Prompt (tokens, notices)
+    results: dict[str, dict[str, object]] = field(default_factory=dict)  # name -> probe -> result
+    seconds: dict[str, dict[str, float]] = field(default_factory=dict)  # name -> probe -> wall time (s)
+
+    def total_seconds(self, name: str) -> float:
+        """Wall time of every probe on one model."""
+        return sum(self.seconds[name].values())
+
+
+def _run_probe(probe: str, model, text: str, attribution_steps: int):
+    """One probe's result: a probe result, or a tuple of them (depth + sinks; ablations)."""
+    if probe == "depth":
+        weights = depth_weights(model, text)
+        return weights, depth_sinks(weights)
+    if probe == "norms":
+        return stream_norms(model, text)
+    if probe == "retrieval":
+        return depth_retrieval(model, text)
+    if probe == "gradients":
+        return gradient_norms(model, text)
+    if probe == "attribution":
+        return gate_attribution(model, text, n_steps=attribution_steps)
+    if probe == "ablation":
+        site = model.config.n_sublayers + 1
+        return tuple(ablate(model, text, site, mode, source=source) for mode, source in ABLATIONS)
+    if probe == "lens":
+        return logit_lens(model, text)
+    raise ValueError(f"unknown probe {probe!r}; probes are {', '.join(PROBES)}")
+
+
+def full_sweep(
+    models: Mapping[str, object] | Sequence,
+    text: str,
+    probes: Sequence[str] = PROBES,
+    attribution_steps: int = 32,
+    on_step: Callable[[str, str], None] | None = None,
+) -> Sweep:
+    """Runs every probe on every model for one prompt and times each.
+
+    Args:
+        models: name -> ``attnres.Model``, or a sequence of models (named "model0", "model1", ...).
+        text: the prompt (at least two tokens; gradients need a next token).
+        probes: which probes, a subset of ``PROBES`` (depth weights + sinks, stream norms, retrieval,
+            gradients, IG attribution of the last token, the readout ablations, logit lens).
+        attribution_steps: integrated-gradients steps.
+        on_step: called as ``on_step(name, probe)`` after each probe (e.g. to advance a progress bar).
+
+    Returns:
+        Sweep with ``results[name][probe]``: depth -> (DepthWeights, DepthSinks), ablation -> a tuple
+        of AblationResult (one per entry of ``ABLATIONS``), every other probe its result.
+    """
+    if not isinstance(models, Mapping):
+        models = {f"model{i}": model for i, model in enumerate(models)}
+    unknown = [p for p in probes if p not in PROBES]
+    if unknown:
+        raise ValueError(f"unknown probes {unknown}; probes are {', '.join(PROBES)}")
+    sweep = Sweep()
+    for name, model in models.items():
+        sweep.prompts[name] = encode_prompt(model, text)
+        sweep.results[name], sweep.seconds[name] = {}, {}
+        for probe in probes:
+            start = time.perf_counter()
+            sweep.results[name][probe] = _run_probe(probe, model, text, attribution_steps)
+            sweep.seconds[name][probe] = time.perf_counter() - start
+            if on_step is not None:
+                on_step(name, probe)
+    return sweep

@@ -1,0 +1,101 @@
+"""The CLI report on the three shipped models: files, numbers, and an HTML page that works offline."""
+
+import csv
+import json
+import subprocess
+import sys
+import time
+from pathlib import Path
+
+import numpy as np
+import pytest
+
+from figures.export import offline_problems
+from probes.report import main, model_names
+from probes.sweep import PROBES, full_sweep
+
+ROOT = Path(__file__).resolve().parents[2]
+MODELS = [ROOT / "sample_models" / f"shakespeare-{rule}" for rule in ("prenorm", "full", "block")]
+PROMPT = "To be, or <b>not</b>"
+
+
+@pytest.fixture(scope="module")
+def report(tmp_path_factory):
+    out = tmp_path_factory.mktemp("report")
+    start = time.perf_counter()
+    assert (
+        main(
+            [*map(str, MODELS), "--prompt", PROMPT, "--out", str(out), "--attribution-steps", "8", "--quiet"]
+        )
+        == 0
+    )
+    return out, time.perf_counter() - start
+
+
+def test_report_is_fast_and_writes_every_number(report):
+    out, seconds = report
+    assert seconds < 60
+    names = model_names(MODELS)
+    assert names == ["shakespeare-prenorm", "shakespeare-full", "shakespeare-block"]
+    for name in names:
+        files = {p.stem for p in (out / "json" / name).glob("*.json")}
+        assert files == {*PROBES, "sinks", "prompt"}
+    depth = json.loads((out / "json" / "shakespeare-block" / "depth.json").read_text())
+    assert depth["residual"] == "block" and len(depth["mean"]) == 17
+    models = json.loads((out / "models.json").read_text())
+    assert len(models["shakespeare-full"]["fingerprint"]) == 12
+    rows = list(csv.DictReader((out / "summary.csv").open()))
+    assert len(rows) == 3 * 17 and rows[0]["model"] == "shakespeare-prenorm"
+    assert float(rows[16]["lens_kl"]) == pytest.approx(0.0, abs=1e-5)  # the readout is the model itself
+    blocks = list(csv.DictReader((out / "blocks.csv").open()))
+    assert len(blocks) == 3 * 8
+    norms = json.loads((out / "json" / "shakespeare-block" / "norms.json").read_text())
+    np.testing.assert_allclose(
+        [float(b["output_rms"]) for b in blocks[16:]], norms["block_output_rms"], rtol=1e-6
+    )
+
+
+def test_report_html_is_offline_and_complete(report):
+    out, _ = report
+    html = (out / "report.html").read_text(encoding="utf-8")
+    assert offline_problems(html, bundles=1) == []
+    for heading in (
+        "Models",
+        "Depth-attention weights (Fig. 8)",
+        "Fig. 5b",
+        "Fig. 5c",
+        "Who reads whom",
+        "Logit lens",
+        "Attribution and ablation for the last token",
+    ):
+        assert heading in html
+    assert html.count("Plotly.newPlot") >= 20
+    assert "<b>not</b>" not in html and "&lt;b&gt;not&lt;/b&gt;" in html
+    for name in ("shakespeare-prenorm", "shakespeare-full", "shakespeare-block"):
+        assert json.loads((out / "models.json").read_text())[name]["fingerprint"] in html
+
+
+def test_sweep_api_and_bad_inputs(tmp_path):
+    from attnres import load_model
+
+    model = load_model(MODELS[2])
+    sweep = full_sweep([model], "To be", probes=("depth", "ablation"))
+    assert (
+        set(sweep.results["model0"]) == {"depth", "ablation"}
+        and len(sweep.results["model0"]["ablation"]) == 4
+    )
+    assert sweep.total_seconds("model0") > 0
+    with pytest.raises(ValueError, match="unknown probes"):
+        full_sweep([model], "To be", probes=("nope",))
+    assert (
+        main([str(tmp_path / "missing"), "--prompt", "To be", "--out", str(tmp_path / "o"), "--quiet"]) == 2
+    )
+    with pytest.raises(SystemExit):  # argparse: --prompt and --out are required
+        main([str(MODELS[0])])
+
+
+def test_module_entry_point_prints_help():
+    done = subprocess.run(
+        [sys.executable, "-m", "probes.report", "--help"], cwd=ROOT, capture_output=True, text=True
+    )
+    assert done.returncode == 0 and "--prompt" in done.stdout
