@@ -70,9 +70,14 @@ def _heatmap(dw, panel: str, token: int | None) -> go.Heatmap:
     )
 
 
-def _shared_zmax(dws, zmax: float | None) -> float:
-    """0.8 or the largest AttnRes weight shown; PreNorm's fixed ones saturate the scale instead."""
-    routed = [dw.mean for dw in dws if dw.residual != "prenorm"]
+def _shared_zmax(dws, zmax: float | None, panel: str = "all", token: int | None = None) -> float:
+    """0.8 or the largest routed weight shown in this panel (token mean or the one token).
+
+    Weights fixed by construction do not stretch the scale, they saturate it: PreNorm's ones and the
+    weight 1 of a site with a single source (site 1 reads only the embedding).
+    """
+    shown = [depth_grid(dw, panel, token)[0] for dw in dws if dw.residual != "prenorm"]
+    routed = [z[np.isfinite(z).sum(1) > 1] for z in shown]
     return weight_zmax(*routed, zmax=zmax)
 
 
@@ -97,7 +102,7 @@ def depth_heatmap(
     """
     fig = go.Figure(_heatmap(dw, panel, token))
     layout(fig, f"Depth-attention weights — {_subtitle(dw, name, panel, token)}", "source", "consumer site")
-    fig.update_layout(coloraxis=_colour_axis(_shared_zmax([dw], zmax)))
+    fig.update_layout(coloraxis=_colour_axis(_shared_zmax([dw], zmax, panel, token)))
     fig.update_yaxes(autorange="reversed")
     return fig
 
@@ -127,9 +132,8 @@ def depth_heatmaps(dws, names, panel: str = "all", zmax: float | None = None, to
     fig.update_yaxes(title_text="consumer site", row=1, col=1)
     what = "token mean" if token is None else f"token #{int(token)}"
     layout(fig, f"Depth-attention weights — {PANELS[panel]} · {what} (shared colour scale)")
-    fig.update_layout(
-        coloraxis=_colour_axis(_shared_zmax(dws, zmax)), width=max(700, 420 * len(dws)), margin={"t": 110}
-    )
+    colour_axis = _colour_axis(_shared_zmax(dws, zmax, panel, token))
+    fig.update_layout(coloraxis=colour_axis, width=max(700, 420 * len(dws)), margin={"t": 110})
     return fig
 
 
@@ -161,7 +165,7 @@ def token_source_heatmap(dw, site: int, tokens):
     kind = dw.kinds[row]
     note = f" · {PRENORM_NOTE}" if dw.residual == "prenorm" else ""
     layout(fig, f"Site L{site} ({kind}): weight of each source per token{note}", "source", "token")
-    zmax = weight_zmax(z if dw.residual != "prenorm" else np.zeros(1))
+    zmax = weight_zmax(z if dw.residual != "prenorm" and len(labels) > 1 else np.zeros(1))
     fig.update_layout(coloraxis=_colour_axis(zmax), height=max(350, 18 * n_tokens + 150))
     fig.update_yaxes(autorange="reversed", type="category")
     return fig

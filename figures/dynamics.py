@@ -98,7 +98,7 @@ def snapshot_depth_heatmaps(series, names=None, panel: str = "all"):
     )
     layout(fig, title)
     fig.update_layout(
-        coloraxis=_colour_axis(_shared_zmax(all_results, None)),
+        coloraxis=_colour_axis(_shared_zmax(all_results, None, panel)),
         width=max(700, 330 * n_cols),
         height=max(400, 330 * len(series)),
     )

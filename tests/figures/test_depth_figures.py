@@ -56,12 +56,16 @@ def test_side_by_side_share_one_colour_scale(shipped_results):
     fig = figures.depth_heatmaps(dws, names, panel="attn")
     assert len(fig.data) == 3
     assert {trace.coloraxis for trace in fig.data} == {"coloraxis"}
-    routed = max(float(np.nanmax(dw.view("attn").mean)) for dw in dws if dw.residual != "prenorm")
+    routed = max(float(np.nanmax(dw.view("attn").mean[1:])) for dw in dws if dw.residual != "prenorm")
     assert fig.layout.coloraxis.cmin == 0.0
     assert fig.layout.coloraxis.cmax == pytest.approx(max(0.8, routed))
     assert any(PRENORM_NOTE in a.text for a in fig.layout.annotations)
     for trace, dw in zip(fig.data, dws, strict=True):
         np.testing.assert_array_equal(np.asarray(trace.z, dtype=np.float64), depth_grid(dw, "attn")[0])
+    assert fig.layout.coloraxis.cmax < 1.0  # site 1's forced weight 1 saturates instead of stretching
+    mlp = figures.depth_heatmaps(dws, names, panel="mlp")
+    routed_mlp = max(float(np.nanmax(dw.view("mlp").mean)) for dw in dws if dw.residual != "prenorm")
+    assert mlp.layout.coloraxis.cmax == pytest.approx(max(0.8, routed_mlp))
     fixed = figures.depth_heatmaps(dws, names, panel="mlp", zmax=0.5)
     assert fixed.layout.coloraxis.cmax == 0.5
 
