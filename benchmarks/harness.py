@@ -54,13 +54,13 @@ def warm_up(variants: list[Variant], device: torch.device, warmup: int, min_samp
         try:
             for _ in range(max(1, warmup)):
                 variant.step()
-            once = _time_calls(variant.step, 1, device)
+            once = _time_calls(variant.step, 1, device) if min_sample_ms > 0 else 0.0
         except Exception as exc:  # out of memory, a compiler that cannot run here: report, go on
             errors.append(f"{variant.name}: {type(exc).__name__}: {str(exc)[:300]}")
             if device.type == "cuda":
                 torch.cuda.empty_cache()
             continue
-        variant.inner = max(1, min(100, math.ceil(min_sample_ms / max(once, 1e-3))))
+        variant.inner = max(1, min(100, math.ceil(min_sample_ms / once))) if once else 1
         live.append(variant)
     return live
 

@@ -72,9 +72,11 @@ def _extras(result: dict) -> list[str]:
     if probe:
         lines += ["## Probe sweep", ""]
         if probe.get("status") == "ok":
-            where = f"{probe['batch']} x {probe['seq']} tokens ({probe['shape']})"
+            where = f"a {probe['prompt_chars']}-character prompt, `{probe['shape']}` models"
             lines += [f"`{probe['function']}` on {where}:", ""]
-            lines += [f"- {r['residual']}: {r['median_ms']:.1f} ms" for r in probe["rows"]]
+            for r in probe["rows"]:
+                parts = ", ".join(f"{name} {ms:.0f}" for name, ms in r["probes_ms"].items())
+                lines.append(f"- {r['residual']}: {r['median_ms']:.0f} ms ({parts})")
         else:
             lines.append(f"{probe.get('status')}: {probe.get('note')}")
         lines.append("")

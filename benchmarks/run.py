@@ -206,6 +206,13 @@ class Run:
     def elapsed_s(self) -> float:
         return (datetime.datetime.now() - self.started).total_seconds()
 
+    def train_for(self, shape_name: str) -> bool:
+        """Training rows at every shape, except the big ones on a quick CPU run (minutes each there)."""
+        if self.quick and self.device.type == "cpu" and shape_name in ("gpt2-small", "deep"):
+            self.notes.append(f"{shape_name}: no training rows (quick CPU run)")
+            return False
+        return self.train
+
     def compile_for(self, shape_name: str) -> bool:
         if not self.compile or shape_name not in self.compile_shapes:
             return False
@@ -229,11 +236,11 @@ def run_shape(run: Run, shape_name: str, probe: dict | None) -> list[dict]:
     variants = measure(run, inference_variants(run, shape_name, models, inputs))
     rows = [result_row(run, v, batch, seq) for v in variants]
     if probe is not None and "status" not in probe:
-        probe.update(probe_sweep_timing(models, inputs[:1], run.device, max(1, run.repeats // 3)))
+        probe.update(probe_sweep_timing(models, run.device, max(1, run.repeats // 3)))
         probe["shape"] = shape_name
-    del models
+    del models, variants  # free the inference models before the training ones are built
     torch._dynamo.reset()
-    if run.train:
+    if run.train_for(shape_name):
         variants = measure(run, train_variants(run, shape_name, shape, inputs, targets))
         rows += [result_row(run, v, batch, seq) for v in variants]
         del variants

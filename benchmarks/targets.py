@@ -2,9 +2,7 @@
 
 from __future__ import annotations
 
-import importlib
 import statistics
-import time
 
 import torch
 
@@ -65,39 +63,38 @@ def evaluate_targets(rows: list[dict], quick: bool) -> list[dict]:
     return out
 
 
-def _find_sweep():
-    """probes.full_sweep(model, tokens) or probes.sweep.full_sweep, when the probes package has one."""
-    for module_name in ("probes", "probes.sweep"):
-        try:
-            module = importlib.import_module(module_name)
-        except Exception:
-            continue
-        fn = getattr(module, "full_sweep", None)
-        if callable(fn):
-            return f"{module_name}.full_sweep", fn
-    return None, None
+PROMPT = "To be, or not to be, that is the question: whether 'tis nobler in the mind to suffer"
 
 
-def probe_sweep_timing(models: dict, tokens: torch.Tensor, device: torch.device, repeats: int) -> dict:
-    """Median wall time of the dashboard's full probe sweep per model, if ``probes`` provides one.
+def probe_sweep_timing(models: dict, device: torch.device, repeats: int) -> dict:
+    """Median wall time of the dashboard's full probe sweep (``probes.sweep.full_sweep``) per rule.
 
-    The contract for the probes package: ``full_sweep(model, tokens)`` with tokens a LongTensor
-    [B, T] runs every probe the dashboard shows on one prompt. Absent: skipped, with a note.
+    Runs every probe the dashboard shows on one prompt; the first sweep warms caches and is not
+    counted. Skipped, with a note, where the probes package (or one of its dependencies) is absent.
     """
-    name, fn = _find_sweep()
-    if fn is None:
-        return {"status": "skipped", "note": "probes has no full_sweep(model, tokens) yet"}
+    try:
+        from probes.sweep import full_sweep
+    except Exception as exc:
+        return {
+            "status": "skipped",
+            "note": f"probes.sweep.full_sweep unavailable ({type(exc).__name__}: {exc})",
+        }
+    from attnres.tokenizer import CharTokenizer
+
     rows = []
     for residual, model in models.items():
+        if model.tokenizer is None:  # benchmark models are built bare; the sample models are char-level
+            model.tokenizer = CharTokenizer("".join(sorted(set(PROMPT))))
         try:
-            times = []
-            for _ in range(repeats + 1):  # the first call warms caches and is not counted
-                start = time.perf_counter()
-                fn(model, tokens)
+            sweeps = []
+            for _ in range(repeats + 1):
+                sweeps.append(full_sweep({residual: model}, PROMPT))
                 if device.type == "cuda":
                     torch.cuda.synchronize(device)
-                times.append((time.perf_counter() - start) * 1000)
-            rows.append({"residual": residual, "median_ms": round(statistics.median(times[1:]), 3)})
         except Exception as exc:
-            return {"status": "failed", "function": name, "note": f"{type(exc).__name__}: {str(exc)[:300]}"}
-    return {"status": "ok", "function": name, "batch": tokens.shape[0], "seq": tokens.shape[1], "rows": rows}
+            return {"status": "failed", "note": f"{type(exc).__name__}: {str(exc)[:300]}"}
+        timed = [s.seconds[residual] for s in sweeps[1:]]
+        per_probe = {p: round(statistics.median(t[p] for t in timed) * 1000, 2) for p in timed[0]}
+        total = statistics.median(sum(t.values()) for t in timed) * 1000
+        rows.append({"residual": residual, "median_ms": round(total, 2), "probes_ms": per_probe})
+    return {"status": "ok", "function": "probes.sweep.full_sweep", "prompt_chars": len(PROMPT), "rows": rows}

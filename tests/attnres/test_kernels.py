@@ -78,7 +78,6 @@ def test_fused_two_phase_loop_equals_sequential(make_model, make_tokens, residua
 def test_fused_falls_back_to_two_phase_on_cpu(make_model, make_tokens, residual):
     model = make_model(residual, S=3 if residual == "block" else None)
     tokens = make_tokens()
-    assert not kernels.fused_available() or torch.cuda.is_available()
     with torch.no_grad():
         fused = model(tokens, depth_impl="fused", return_internals=True)
         two_phase = model(tokens, depth_impl="two_phase", return_internals=True)
