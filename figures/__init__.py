@@ -6,7 +6,7 @@ or a model is HTML-escaped with ``style.safe_label``.
 """
 
 from .attribution import ablation_chart, ablation_table, attribution_heatmap, attribution_vs_weight
-from .depth import depth_heatmap, depth_heatmaps, entropy_chart, sinks_table, token_source_heatmap
+from .depth import depth_heatmap, depth_heatmaps, depth_zmax, entropy_chart, sinks_table, token_source_heatmap
 from .dynamics import loss_curves, read_train_log, snapshot_depth_heatmaps, snapshot_norms_chart
 from .export import to_csv, to_html, to_json, to_png
 from .lens import logit_lens_heatmap, logit_lens_table
@@ -29,6 +29,7 @@ __all__ = [
     "block_output_chart",
     "depth_heatmap",
     "depth_heatmaps",
+    "depth_zmax",
     "dilution_chart",
     "entropy_chart",
     "gradient_chart",

@@ -81,6 +81,19 @@ def _shared_zmax(dws, zmax: float | None, panel: str = "all", token: int | None 
     return weight_zmax(*routed, zmax=zmax)
 
 
+def depth_zmax(dws, panels=("all",), token: int | None = None, zmax: float | None = None) -> float:
+    """One colour-scale top for several heatmaps (e.g. the pre-attention and pre-MLP panels).
+
+    Args:
+        dws: DepthWeights (a single one is accepted too).
+        panels: the panels that will share the scale.
+        token: None for token means, else the token index shown.
+        zmax: a fixed top; returned as is when given.
+    """
+    dws = [dws] if hasattr(dws, "mean") else list(dws)
+    return max(_shared_zmax(dws, zmax, panel, token) for panel in panels)
+
+
 def _colour_axis(zmax: float) -> dict:
     return {"cmin": 0.0, "cmax": zmax, "colorscale": WEIGHT_COLORSCALE, "colorbar": {"title": {"text": "α"}}}
 

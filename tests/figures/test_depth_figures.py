@@ -66,6 +66,8 @@ def test_side_by_side_share_one_colour_scale(shipped_results):
     mlp = figures.depth_heatmaps(dws, names, panel="mlp")
     routed_mlp = max(float(np.nanmax(dw.view("mlp").mean)) for dw in dws if dw.residual != "prenorm")
     assert mlp.layout.coloraxis.cmax == pytest.approx(max(0.8, routed_mlp))
+    both = figures.depth_zmax(dws, ("attn", "mlp"))
+    assert both == max(fig.layout.coloraxis.cmax, mlp.layout.coloraxis.cmax)
     fixed = figures.depth_heatmaps(dws, names, panel="mlp", zmax=0.5)
     assert fixed.layout.coloraxis.cmax == 0.5
 
