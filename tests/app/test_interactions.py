@@ -1,0 +1,90 @@
+"""Widgets change what is computed, and the URL reproduces a view."""
+
+from __future__ import annotations
+
+import numpy as np
+
+
+def heatmap_z(ui, at) -> list:
+    return [d["z"] for d in ui.chart_titled(at, "Depth-attention weights")["data"] if d["type"] == "heatmap"]
+
+
+def test_prompt_change_changes_the_heatmaps(ui, app):
+    before = heatmap_z(ui, app)
+    app.text_area(key="prompt").input("Now is the winter of our discontent").run()
+    ui.no_failures(app)
+    assert heatmap_z(ui, app) != before
+    assert app.query_params["prompt"] == "Now is the winter of our discontent"
+
+
+def test_token_selector_shows_one_token(ui, app):
+    mean = heatmap_z(ui, app)
+    app.selectbox(key="token").set_value(3).run()
+    ui.no_failures(app)
+    assert heatmap_z(ui, app) != mean
+    assert "token" in ui.chart_titled(app, "Depth-attention weights")["layout"]["title"]["text"]
+    assert app.query_params["token"] == "3"
+
+
+def test_url_reproduces_the_view(ui):
+    at = ui.open_app(models=["PreNorm", "Block AttnRes"], token="2", panel="mlp")
+    ui.no_failures(at)
+    assert at.multiselect(key="models").value == ["PreNorm", "Block AttnRes"]
+    assert at.selectbox(key="token").value == 2
+    assert len(heatmap_z(ui, at)) == 2
+
+
+def test_invalid_url_values_fall_back_to_defaults(ui):
+    at = ui.open_app(models=["no such model"], token="999", panel="<b>")
+    ui.no_failures(at)
+    assert at.multiselect(key="models").value == ["PreNorm", "Full AttnRes", "Block AttnRes"]
+    assert at.selectbox(key="token").value == -1
+
+
+def test_threshold_slider_changes_the_retrieval_graph(ui):
+    at = ui.open_app("views/retrieval.py")
+    ui.no_failures(at)
+    before = [len(f["data"]) for f in ui.charts(at)]
+    at.slider(key="threshold").set_value(0.9).run()
+    ui.no_failures(at)
+    after = [len(f["data"]) for f in ui.charts(at)]
+    assert sum(after) < sum(before), "a higher threshold draws fewer arcs"
+    assert at.query_params["threshold"] == "0.9"
+
+
+def test_ablation_button_shows_a_delta(ui):
+    at = ui.open_app("views/attribution.py", n_steps="8")
+    ui.no_failures(at)
+    assert any(
+        "Attribution" in f["layout"]["title"]["text"] or "attribution" in f["layout"]["title"]["text"]
+        for f in ui.charts(at)
+    )
+    at.button(key="ablate_uniform").click().run()
+    ui.no_failures(at)
+    delta = next(m for m in at.metric if m.label == "Δ loss")
+    assert delta.value.startswith(("+", "-"))
+    assert len(at.dataframe) >= 1
+    at.button(key="ablate_plain_sum").click().run()
+    assert len(ui.chart_titled(at, "loss")["data"][0]["x"]) == 2, "both ablations in the chart"
+
+
+def test_site_selector_changes_the_token_source_view(ui):
+    at = ui.open_app("views/depth.py", model="Full AttnRes")
+    ui.no_failures(at)
+    first = ui.charts(at)[2]
+    at.selectbox(key="site").set_value(17).run()
+    ui.no_failures(at)
+    assert ui.charts(at)[2]["data"][0]["z"] != first["data"][0]["z"]
+
+
+def test_training_step_slider_changes_the_weights(ui):
+    at = ui.open_app("views/dynamics.py", models=["Full AttnRes"])
+    ui.no_failures(at)
+    final = heatmap_z(ui, at)
+    at.select_slider(key="step").set_value(0).run()
+    ui.no_failures(at)
+    initial = ui.array(heatmap_z(ui, at)[0])
+    assert not np.allclose(np.nan_to_num(initial), np.nan_to_num(ui.array(final[0])))
+    for row in initial:  # zero-initialised queries: every site averages its sources uniformly
+        weights = row[np.isfinite(row)]
+        np.testing.assert_allclose(weights, 1.0 / len(weights), atol=1e-3)
