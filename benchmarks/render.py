@@ -73,6 +73,7 @@ def _extras(result: dict) -> list[str]:
         lines += ["## Probe sweep", ""]
         if probe.get("status") == "ok":
             where = f"a {probe['prompt_chars']}-character prompt, `{probe['shape']}` models"
+            where += "" if probe.get("warm", True) else ", one cold sweep"
             lines += [f"`{probe['function']}` on {where}:", ""]
             for r in probe["rows"]:
                 parts = ", ".join(f"{name} {ms:.0f}" for name, ms in r["probes_ms"].items())

@@ -236,7 +236,7 @@ def run_shape(run: Run, shape_name: str, probe: dict | None) -> list[dict]:
     variants = measure(run, inference_variants(run, shape_name, models, inputs))
     rows = [result_row(run, v, batch, seq) for v in variants]
     if probe is not None and "status" not in probe:
-        probe.update(probe_sweep_timing(models, run.device, max(1, run.repeats // 3)))
+        probe.update(probe_sweep_timing(models, run.device, max(1, run.repeats // 3), warm_up=not run.quick))
         probe["shape"] = shape_name
     del models, variants  # free the inference models before the training ones are built
     torch._dynamo.reset()

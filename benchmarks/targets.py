@@ -66,11 +66,12 @@ def evaluate_targets(rows: list[dict], quick: bool) -> list[dict]:
 PROMPT = "To be, or not to be, that is the question: whether 'tis nobler in the mind to suffer"
 
 
-def probe_sweep_timing(models: dict, device: torch.device, repeats: int) -> dict:
+def probe_sweep_timing(models: dict, device: torch.device, repeats: int, warm_up: bool = True) -> dict:
     """Median wall time of the dashboard's full probe sweep (``probes.sweep.full_sweep``) per rule.
 
-    Runs every probe the dashboard shows on one prompt; the first sweep warms caches and is not
-    counted. Skipped, with a note, where the probes package (or one of its dependencies) is absent.
+    Runs every probe the dashboard shows on one prompt, ``repeats`` times after one uncounted
+    warm-up sweep (none with ``warm_up=False``: the quick run's single cold sweep).
+    Skipped, with a note, where the probes package (or one of its dependencies) is absent.
     """
     try:
         from probes.sweep import full_sweep
@@ -87,14 +88,15 @@ def probe_sweep_timing(models: dict, device: torch.device, repeats: int) -> dict
             model.tokenizer = CharTokenizer("".join(sorted(set(PROMPT))))
         try:
             sweeps = []
-            for _ in range(repeats + 1):
+            for _ in range(repeats + warm_up):
                 sweeps.append(full_sweep({residual: model}, PROMPT))
                 if device.type == "cuda":
                     torch.cuda.synchronize(device)
         except Exception as exc:
             return {"status": "failed", "note": f"{type(exc).__name__}: {str(exc)[:300]}"}
-        timed = [s.seconds[residual] for s in sweeps[1:]]
+        timed = [s.seconds[residual] for s in sweeps[int(warm_up) :]]
         per_probe = {p: round(statistics.median(t[p] for t in timed) * 1000, 2) for p in timed[0]}
         total = statistics.median(sum(t.values()) for t in timed) * 1000
         rows.append({"residual": residual, "median_ms": round(total, 2), "probes_ms": per_probe})
-    return {"status": "ok", "function": "probes.sweep.full_sweep", "prompt_chars": len(PROMPT), "rows": rows}
+    return {"status": "ok", "function": "probes.sweep.full_sweep", "prompt_chars": len(PROMPT),
+            "warm": warm_up, "rows": rows}  # fmt: skip
