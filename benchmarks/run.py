@@ -49,7 +49,7 @@ class Shape:
 
 
 SHAPES = {
-    "sample": Shape(n_layer=8, d_model=80, n_head=4, seq=256, batch=8, vocab=96),  # the shipped models
+    "sample": Shape(n_layer=8, d_model=96, n_head=4, seq=256, batch=8, vocab=84),  # the shipped models
     "gpt2-small": Shape(n_layer=12, d_model=768, n_head=12, seq=1024, batch=8, vocab=50304),
     "deep": Shape(n_layer=24, d_model=512, n_head=8, seq=512, batch=8, vocab=50304),  # 48 sublayers
     "tiny": Shape(n_layer=2, d_model=32, n_head=2, seq=16, batch=2, vocab=64),  # the test suite's
