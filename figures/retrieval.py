@@ -174,7 +174,7 @@ def retrieval_graph(retrieval, threshold: float = 0.1, name: str = ""):
                 y=ys,
                 mode="lines",
                 line={
-                    "width": max(0.5, 12 * abs(arc["strength"])),
+                    "width": min(14.0, max(0.5, 12 * abs(arc["strength"]))),
                     "color": KIND_COLOURS[arc["kind"]],
                     "dash": "dot" if arc["strength"] < 0 else "solid",
                 },

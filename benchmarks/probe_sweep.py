@@ -1,0 +1,121 @@
+"""Wall time of the full probe set on the three shipped models, CPU, one 256-character prompt.
+
+    python -m benchmarks.probe_sweep [--repeats 3] [--threads 2] [--out DIR/probe_sweep-cpu.json]
+
+The probe set is ``probes.sweep.full_sweep``: depth weights (+ sinks), stream norms, retrieval,
+gradients, integrated-gradients attribution of the last token (32 steps), four readout ablations and
+the logit lens. One warm-up sweep, then ``repeats`` sweeps; we report the median per probe and of the
+per-model total. Writes JSON and a Markdown table beside it (default benchmarks/results/). The load
+average of the machine before and after is recorded: on a shared machine the numbers are noisy.
+"""
+
+from __future__ import annotations
+
+import argparse
+import datetime
+import json
+import os
+import statistics
+from pathlib import Path
+
+import torch
+
+from attnres import load_model
+from probes.sweep import PROBES, full_sweep
+
+ROOT = Path(__file__).resolve().parents[1]
+MODELS = ("prenorm", "full", "block")
+# 256 characters of the shipped models' own domain (every character is in their vocabulary).
+PROMPT = (
+    "ROMEO:\nBut soft, what light through yonder window breaks? It is the east, and Juliet is the sun.\n"
+    "Arise, fair sun, and kill the envious moon, who is already sick and pale with grief, that thou "
+    "her maid art far more fair than she. Be not her maid, since she is envious."
+)[:256]
+
+
+def cpu_name() -> str:
+    """The CPU's model name from /proc/cpuinfo, or 'cpu'."""
+    try:
+        for line in Path("/proc/cpuinfo").read_text().splitlines():
+            if line.startswith("model name"):
+                return line.split(":", 1)[1].strip()
+    except OSError:
+        pass
+    return "cpu"
+
+
+def _row(model: str, probe: str, samples: list[float]) -> dict:
+    return {"model": model, "probe": probe, "median_s": statistics.median(samples), "min_s": min(samples),
+            "samples_s": samples}  # fmt: skip
+
+
+def measure(repeats: int, attribution_steps: int = 32) -> dict:
+    """Median seconds per (model, probe) and per model over ``repeats`` sweeps after one warm-up."""
+    models = {rule: load_model(ROOT / "sample_models" / f"shakespeare-{rule}") for rule in MODELS}
+    full_sweep(models, PROMPT[:32], attribution_steps=attribution_steps)  # warm-up
+    runs = [full_sweep(models, PROMPT, attribution_steps=attribution_steps) for _ in range(repeats)]
+    rows = []
+    for name in models:
+        for probe in PROBES:
+            samples = [run.seconds[name][probe] for run in runs]
+            rows.append(_row(name, probe, samples))
+        totals = [run.total_seconds(name) for run in runs]
+        rows.append(_row(name, "total", totals))
+    grand = [sum(run.total_seconds(n) for n in models) for run in runs]
+    return {"rows": rows, "all_models_median_s": statistics.median(grand)}
+
+
+def render(result: dict) -> str:
+    """Markdown table: probes as rows, models as columns (median and min seconds)."""
+    table = {(r["model"], r["probe"]): (r["median_s"], r["min_s"]) for r in result["results"]}
+    lines = [
+        f"# Probe sweep, CPU — {result['device']}, {result['threads']} threads, torch {result['torch']}",
+        "",
+        f"Prompt: {result['prompt_chars']} characters; median (min) of {result['repeats']} sweeps, seconds; "
+        f"IG steps {result['attribution_steps']}; {result['date']}; 1-min load average before/after "
+        f"{result['load_average_1min'][0]:.1f}/{result['load_average_1min'][1]:.1f}.",
+        "",
+        "| probe | " + " | ".join(MODELS) + " |",
+        "| --- |" + " ---: |" * len(MODELS),
+    ]
+    for probe in (*PROBES, "total"):
+        cells = " | ".join(f"{table[(m, probe)][0]:.3f} ({table[(m, probe)][1]:.3f})" for m in MODELS)
+        lines.append(f"| {'**total**' if probe == 'total' else probe} | {cells} |")
+    lines += ["", f"All three models, every probe: **{result['all_models_median_s']:.2f} s** (median)."]
+    return "\n".join(lines) + "\n"
+
+
+def main(argv=None) -> int:
+    """Runs the sweep and writes the JSON and the Markdown table."""
+    parser = argparse.ArgumentParser(description=__doc__.split("\n")[0])
+    parser.add_argument("--repeats", type=int, default=3)
+    parser.add_argument("--threads", type=int, default=min(2, os.cpu_count() or 1))
+    parser.add_argument("--attribution-steps", type=int, default=32)
+    parser.add_argument("--out", default=str(ROOT / "benchmarks" / "results" / "probe_sweep-cpu.json"))
+    args = parser.parse_args(argv)
+    torch.set_num_threads(args.threads)
+    load_before = os.getloadavg()[0]
+    measured = measure(args.repeats, args.attribution_steps)
+    result = {
+        "device": cpu_name(),
+        "threads": args.threads,
+        "torch": torch.__version__,
+        "date": datetime.datetime.now(datetime.timezone.utc).isoformat(timespec="seconds"),
+        "prompt_chars": len(PROMPT),
+        "repeats": args.repeats,
+        "attribution_steps": args.attribution_steps,
+        "results": measured["rows"],
+        "all_models_median_s": measured["all_models_median_s"],
+        "load_average_1min": [load_before, os.getloadavg()[0]],
+    }
+    out = Path(args.out)
+    out.parent.mkdir(parents=True, exist_ok=True)
+    out.write_text(json.dumps(result, indent=2) + "\n")
+    markdown = render(result)
+    out.with_suffix(".md").write_text(markdown)
+    print(markdown)
+    return 0
+
+
+if __name__ == "__main__":
+    raise SystemExit(main())
