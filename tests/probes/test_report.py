@@ -2,6 +2,7 @@
 
 import csv
 import json
+import shutil
 import subprocess
 import sys
 import time
@@ -99,3 +100,13 @@ def test_module_entry_point_prints_help():
         [sys.executable, "-m", "probes.report", "--help"], cwd=ROOT, capture_output=True, text=True
     )
     assert done.returncode == 0 and "--prompt" in done.stdout
+
+
+@pytest.mark.browser
+@pytest.mark.skipif(shutil.which("chromium") is None, reason="needs Chromium")
+def test_report_renders_in_a_browser_without_network(report):
+    out, _ = report
+    command = ["chromium", "--headless", "--no-sandbox", "--disable-gpu", "--proxy-server=127.0.0.1:9",
+               "--virtual-time-budget=10000", "--dump-dom", (out / "report.html").as_uri()]  # fmt: skip
+    dom = subprocess.run(command, capture_output=True, text=True, timeout=120).stdout
+    assert dom.count('class="main-svg"') >= 20  # plotly drew the figures with the inlined bundle
