@@ -38,42 +38,51 @@ def attribution_vs_weight(attr, site: int, prompt_index: int = 0):
     weight = attr.weight[prompt_index, row, :k]
     attribution = attr.attribution[prompt_index, row, :k]
     fig = go.Figure()
-    fig.add_trace(
-        go.Bar(
-            x=labels,
-            y=finite_or_none(weight),
-            name="routing weight α",
-            offsetgroup=0,
-            marker_color="#1f77b4",
-            hovertemplate="%{x}<br>α %{y}<extra></extra>",
-        )
-    )
-    fig.add_trace(
-        go.Bar(
-            x=labels,
-            y=finite_or_none(attribution),
-            name="IG attribution (Δ log p)",
-            offsetgroup=1,
-            yaxis="y2",
-            marker_color="#d62728",
-            hovertemplate="%{x}<br>attribution %{y}<extra></extra>",
-        )
-    )
+    fig.add_trace(_bar(labels, weight, "routing weight α", 0, "#1f77b4", "y"))
+    fig.add_trace(_bar(labels, attribution, "IG attribution (Δ log p)", 1, "#d62728", "y2"))
     where = site_label(site, _kind(attr, row))
-    layout(
-        fig, f"Routing weight vs attribution at {where} — {_target(attr, prompt_index)}", "source", "weight α"
-    )
+    title = f"Routing weight vs attribution at {where} — {_target(attr, prompt_index)}"
+    layout(fig, title, "source", "weight α")
+    weight_range, attribution_range = _aligned_ranges(weight, attribution)
     fig.update_layout(
         barmode="group",
+        yaxis={"range": weight_range},
         yaxis2={
             "title": {"text": "attribution (Δ log p)"},
             "overlaying": "y",
             "side": "right",
-            "zeroline": True,
+            "range": attribution_range,
+            "showgrid": False,
         },
         legend={"orientation": "h", "y": -0.2},
     )
     return fig
+
+
+def _bar(labels, values, name: str, group: int, colour: str, axis: str) -> go.Bar:
+    return go.Bar(
+        x=labels,
+        y=finite_or_none(values),
+        name=name,
+        offsetgroup=group,
+        yaxis=axis,
+        marker_color=colour,
+        hovertemplate="%{x}<br>" + name + " %{y}<extra></extra>",
+    )
+
+
+def _aligned_ranges(weight, attribution) -> tuple[list[float], list[float]]:
+    """Axis ranges for weight (left) and attribution (right) that put both zeros at the same height."""
+    w_hi = 1.05 * max(float(np.nanmax(weight)) if np.isfinite(weight).any() else 1.0, 1e-9)
+    finite = attribution[np.isfinite(attribution)]
+    a_lo = 1.05 * min(float(finite.min()) if finite.size else 0.0, 0.0)
+    a_hi = 1.05 * max(float(finite.max()) if finite.size else 0.0, 0.0)
+    if a_hi - a_lo < 1e-12:
+        return [0.0, w_hi], [-1.0, 1.0]
+    below = -a_lo / (a_hi - a_lo)  # the share of the axis under zero
+    if below >= 1.0:
+        return [-w_hi, w_hi], [a_lo, -a_lo]
+    return [-w_hi * below / (1.0 - below), w_hi], [a_lo, a_hi]
 
 
 def _kind(attr, row: int) -> str:

@@ -191,7 +191,11 @@ def retrieval_graph(retrieval, threshold: float = 0.1, name: str = ""):
     if block_sums is not None:
         fig.add_trace(block_sums)
     _legend_entries(fig)
-    note = f" · {PRENORM_NOTE}, arcs show shares" if retrieval.residual == "prenorm" else ""
+    note = (
+        f"<br><sup>{PRENORM_NOTE}: arcs show each source's share of h_l</sup>"
+        if retrieval.residual == "prenorm"
+        else ""
+    )
     title = f"Who reads whom — {model_title(name, retrieval.residual)} · {what} > {threshold:g}{note}"
     layout(fig, title, "depth (above: into attention inputs, below: into MLP inputs)")
     fig.update_yaxes(visible=False)
