@@ -10,12 +10,11 @@ import probes
 from app import state
 from app.charts import chart, table
 from app.common import Settings, encode, header, need_models, probe, sidebar
-from figures.style import weight_zmax
 
 
 def render_panels(dw, name: str) -> None:
     """Pre-attention and pre-MLP panels side by side on one colour scale (the paper's Fig. 8)."""
-    zmax = weight_zmax(dw.mean)
+    zmax = figures.depth_zmax(dw, panels=("attn", "mlp"))  # site 1's fixed weight 1 is left out
     left, right = st.columns(2)
     with left:
         chart(figures.depth_heatmap(dw, name, panel="attn", zmax=zmax), "depth_attn", data=dw.view("attn"))
