@@ -137,7 +137,10 @@ def depth_heatmaps(dws, names, panel: str = "all", zmax: float | None = None, to
         t + (f"<br>{PRENORM_NOTE}" if dw.residual == "prenorm" else "")
         for t, dw in zip(titles, dws, strict=True)
     ]
-    fig = make_subplots(rows=1, cols=len(dws), subplot_titles=titles, horizontal_spacing=0.06)
+    same_rows = len({len(dw.sites) for dw in dws}) == 1  # then one set of row labels, on the left
+    fig = make_subplots(
+        rows=1, cols=len(dws), subplot_titles=titles, horizontal_spacing=0.04, shared_yaxes=same_rows
+    )
     for col, dw in enumerate(dws, start=1):
         fig.add_trace(_heatmap(dw, panel, token), row=1, col=col)
         fig.update_yaxes(autorange="reversed", row=1, col=col)
