@@ -98,6 +98,52 @@ def block_grad_norms(model: Model) -> list[float]:
     return norms
 
 
+def build_model(args: TrainArgs, tokenizer) -> Model:
+    """A fresh CPU model for args; the weights depend on args.seed alone (same seed, same init)."""
+    config = ModelConfig(
+        vocab_size=len(tokenizer),
+        block_size=args.block_size,
+        n_layer=args.n_layer,
+        n_head=args.n_head,
+        d_model=args.d_model,
+        residual=args.residual,
+        attnres_block_size=args.attnres_block_size,
+    )
+    torch.manual_seed(args.seed)
+    return Model(config, tokenizer)
+
+
+def autocast_for(device: torch.device, dtype: str):
+    """bf16/fp16 autocast on CUDA as asked; a no-op context on CPU/MPS or for fp32."""
+    if device.type == "cuda" and dtype != "fp32":
+        return torch.autocast("cuda", dtype=torch.bfloat16 if dtype == "bf16" else torch.float16)
+    return nullcontext()
+
+
+def train_step(net, model: Model, optimizer, x, y, grad_clip: float, autocast) -> tuple[float, float, list]:
+    """One optimiser step on the batch (x, y), at the learning rate already set in the optimizer.
+
+    Args:
+        net: what runs the forward pass (the model, or its DistributedDataParallel wrapper).
+        model: the model itself (for gradient norms and clipping).
+        optimizer: from ``make_optimizer``.
+        x: input ids [B, T]; y: target ids [B, T], on the model's device.
+        grad_clip: global gradient-norm clip.
+        autocast: a context from ``autocast_for``.
+
+    Returns:
+        (training loss, gradient norm before clipping, per-block gradient norms).
+    """
+    with autocast:
+        loss = net(x, targets=y).loss
+    optimizer.zero_grad(set_to_none=True)
+    loss.backward()
+    block_norms = block_grad_norms(model)
+    grad_norm = torch.nn.utils.clip_grad_norm_(model.parameters(), grad_clip).item()
+    optimizer.step()
+    return loss.item(), grad_norm, block_norms
+
+
 class Distributed:
     """Rank bookkeeping; a no-op unless started by torchrun."""
 
@@ -161,25 +207,11 @@ def train(args: TrainArgs) -> dict:
     ddp = Distributed(device)
     device = ddp.device
     corpus = load_corpus()
-    config = ModelConfig(
-        vocab_size=len(corpus.tokenizer),
-        block_size=args.block_size,
-        n_layer=args.n_layer,
-        n_head=args.n_head,
-        d_model=args.d_model,
-        residual=args.residual,
-        attnres_block_size=args.attnres_block_size,
-    )
-    torch.manual_seed(args.seed)  # identical initial weights on every rank
-    model = Model(config, corpus.tokenizer).to(device)
+    model = build_model(args, corpus.tokenizer).to(device)  # identical initial weights on every rank
     net = torch.nn.parallel.DistributedDataParallel(model) if ddp.enabled else model
     optimizer = make_optimizer(model, args)
     sampler = BatchSampler(corpus.train, args.block_size, args.batch_size, args.seed, ddp.rank)
-    autocast = (
-        torch.autocast("cuda", dtype=torch.bfloat16 if args.dtype == "bf16" else torch.float16)
-        if device.type == "cuda" and args.dtype != "fp32"
-        else nullcontext()
-    )
+    autocast = autocast_for(device, args.dtype)
     out = Path(args.out)
     log = _Log(out, model, ddp.rank == 0)
     snapshot_steps = {int(s) for s in args.snapshots.split(",") if s.strip()}
@@ -218,18 +250,12 @@ def _step(net, model, optimizer, sampler, autocast, args, step, device, ddp) -> 
     for group in optimizer.param_groups:
         group["lr"] = lr
     x, y = (t.to(device, non_blocking=True) for t in sampler.next())
-    with autocast:
-        loss = net(x, targets=y).loss
-    optimizer.zero_grad(set_to_none=True)
-    loss.backward()
-    block_norms = block_grad_norms(model)
-    grad_norm = torch.nn.utils.clip_grad_norm_(model.parameters(), args.grad_clip).item()
-    optimizer.step()
+    loss, grad_norm, block_norms = train_step(net, model, optimizer, x, y, args.grad_clip, autocast)
     tokens = (step + 1) * _tokens_per_step(args, ddp)
     return {
         "step": step + 1,
         "tokens": tokens,
-        "train_loss": ddp.mean(loss.item()),
+        "train_loss": ddp.mean(loss),
         "val_loss": "",
         "lr": lr,
         "grad_norm": grad_norm,
