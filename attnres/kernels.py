@@ -119,6 +119,15 @@ def depth_attend(
     return tuple(torch.cat(xs) for xs in zip(*parts, strict=True))
 
 
+def folded_queries(model: Model) -> Tensor:
+    """All L+1 folded queries w_l * g_l as one [L+1, d] fp32 tensor: three kernels per forward
+    instead of two per site (the stacks of queries and gains, then one product)."""
+    sites = [model.site(l) for l in range(1, model.config.n_sublayers + 2)]
+    queries = torch.stack([site.query for site in sites])
+    gains = torch.stack([site.norm.weight for site in sites])
+    return (queries * gains).float()
+
+
 @torch.no_grad()
 def fused_two_phase(model: Model, v0: Tensor, backend: str = "auto") -> Tensor:
     """Paper Alg. 1 on ``depth_attend``; returns h_{L+1} [B, T, d]. Inference only (no autograd).
@@ -126,19 +135,23 @@ def fused_two_phase(model: Model, v0: Tensor, backend: str = "auto") -> Tensor:
     Same groups as ``Model._two_phase``: phase 1 attends a group's G queries over the completed
     sources in one launch; phase 2 resumes each site's state with the sources made inside the group
     (Full: its earlier layers; Block: the running partial sum, kept in place in the buffer).
+    Launch-lean: the folded queries are built once per forward, the sources live in one
+    preallocated buffer, and nothing here synchronises with the host, so the whole forward can be
+    captured in a CUDA graph (``GraphedForward``).
     """
     cfg, L, eps = model.config, model.config.n_sublayers, model.config.key_norm_eps
     block = cfg.residual == "block"
     B, T, d = v0.shape
     buffer = v0.new_empty(cfg.n_blocks + 1, B * T, d)  # every source, written once: [K_max, N, d]
     buffer[0] = v0.reshape(B * T, d)
+    all_queries = folded_queries(model)  # [L+1, d], row l-1 is site l
     done = 1  # sources completed before the current group
     for sites in model._groups():
-        queries = torch.stack([model.site(l).folded_query() for l in sites])  # [G, d]
+        queries = all_queries[sites.start - 1 : sites.stop - 1]  # [G, d], a contiguous view
         state = depth_attend(buffer[:done], queries, eps, backend=backend)  # phase 1
         made = 0  # sources made inside this group so far (Block: at most 1, the partial)
         for j, l in enumerate(sites):
-            site_state = tuple(x[j : j + 1] for x in state)
+            site_state = (state[0][j : j + 1], state[1][j : j + 1], state[2][j : j + 1])
             if made:  # phase 2
                 inner = buffer[done : done + made]
                 site_state = depth_attend(inner, queries[j : j + 1], eps, site_state, backend)
@@ -147,9 +160,56 @@ def fused_two_phase(model: Model, v0: Tensor, backend: str = "auto") -> Tensor:
                 return h
             v = model.sublayer(l)(h).reshape(B * T, d)
             if block and made:
-                buffer[done] += v  # partial_n accumulates the block's sublayers
+                buffer[done].add_(v)  # partial_n accumulates the block's sublayers
             else:
-                buffer[done + made] = v
+                buffer[done + made].copy_(v)
                 made += 1
         done += made
     raise AssertionError("unreachable")
+
+
+def default_depth_impl(v0: Tensor, recording: bool) -> str:
+    """DESIGN.md §3's default depth path: the fastest exact one for this call.
+
+    "fused" when the kernel applies (CUDA, triton, no autograd) and no internals are recorded;
+    otherwise "sequential" on CUDA (H100, bf16: sequential beat two_phase at every shape, forward)
+    and "two_phase" on CPU (faster at the shipped models' shape, fp32). Evidence and numbers:
+    benchmarks/README.md, "Default depth path". Every path equals sequential to 1e-5 in fp32.
+    """
+    if v0.is_cuda:
+        return "fused" if not recording and fused_applicable(v0) else "sequential"
+    return "two_phase"
+
+
+class GraphedForward:
+    """``model(tokens).logits`` under no_grad for one fixed token shape, replayed as a CUDA graph.
+
+    An explicit opt-in for fixed-shape inference (benchmarks' "+graph" rows): the forward's ~10^2
+    kernel launches become one graph launch, so Python and launch overhead vanish. The graph reads
+    the weights in place (updates to them are seen) but its token shape, depth_impl and autocast
+    dtype are fixed at capture; the returned logits tensor is reused by the next call.
+    """
+
+    def __init__(self, model: Model, tokens: Tensor, depth_impl: str | None = None, dtype=None, warmup=3):
+        self.model, self.depth_impl, self.dtype = model, depth_impl, dtype
+        self.tokens = tokens.clone()
+        side = torch.cuda.Stream(tokens.device)
+        side.wait_stream(torch.cuda.current_stream(tokens.device))
+        with torch.cuda.stream(side):  # warm-up off the default stream: compiles triton, fills caches
+            for _ in range(warmup):
+                self._forward()
+        torch.cuda.current_stream(tokens.device).wait_stream(side)
+        self.graph = torch.cuda.CUDAGraph()
+        with torch.cuda.graph(self.graph):
+            self.logits = self._forward()
+
+    def _forward(self) -> Tensor:
+        enabled = self.dtype is not None and self.dtype != torch.float32
+        with torch.no_grad(), torch.autocast("cuda", dtype=self.dtype or torch.bfloat16, enabled=enabled,
+                                             cache_enabled=False):  # fmt: skip
+            return self.model(self.tokens, depth_impl=self.depth_impl).logits
+
+    def __call__(self, tokens: Tensor) -> Tensor:
+        self.tokens.copy_(tokens)
+        self.graph.replay()
+        return self.logits

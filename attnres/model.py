@@ -223,9 +223,10 @@ class Model(nn.Module):
     ) -> ModelOutput:
         """tokens [B, T] -> logits [B, T, vocab] (+ loss, + internals).
 
-        depth_impl: "sequential" (the literal equations) or "two_phase" (paper Alg. 1);
-        None picks two_phase for AttnRes. A mixer forces the sequential path. "fused" is two_phase
-        on the Triton kernel of kernels.py (CUDA, under no_grad, no internals), else two_phase.
+        depth_impl: "sequential" (the literal equations) or "two_phase" (paper Alg. 1); "fused" is
+        two_phase on the Triton kernel of kernels.py (CUDA, under no_grad, no internals), else
+        two_phase. None picks the fastest exact path (kernels.default_depth_impl). A mixer forces
+        the sequential path.
         """
         B, T = tokens.shape
         if T > self.config.block_size:
@@ -236,6 +237,8 @@ class Model(nn.Module):
         v0 = self.drop(self.wte(tokens) + self.wpe(pos))  # [B, T, d] = v_0
         rec = _Recorder(self, v0) if return_internals else None
         attnres = self.config.residual != "prenorm"
+        if depth_impl is None:  # DESIGN.md §3: fastest exact path here (evidence: benchmarks/README.md)
+            depth_impl = kernels.default_depth_impl(v0, recording=rec is not None)
         fused = depth_impl == "fused" and rec is None and kernels.fused_applicable(v0)
         if attnres and mixer is None and fused:  # inference-only kernel path (issue #8)
             h_out = kernels.fused_two_phase(self, v0)

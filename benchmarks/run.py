@@ -95,9 +95,22 @@ def inference_variants(run, shape_name, models, tokens) -> list[Variant]:
     plans = [("prenorm", "sequential")] + [(r, i) for r in ("full", "block") for i in impls]
     if run.compile_for(shape_name):
         plans += [("prenorm", "sequential+compile")] + [(r, "two_phase+compile") for r in ("full", "block")]
+    if run.graph:  # the whole no-grad forward replayed as one CUDA graph (kernels.GraphedForward)
+        plans += [("prenorm", "sequential+graph")] + [(r, "fused+graph") for r in ("full", "block")]
     variants = []
     for residual, impl in plans:
         model = models[residual]
+        if impl.endswith("+graph"):  # captured at the first (warm-up) call, so a failure is reported
+            graph_impl = impl.split("+")[0]
+
+            def graph_step(model=model, depth_impl=graph_impl, cache={}):  # noqa: B006
+                if "graph" not in cache:
+                    cache["graph"] = kernels.GraphedForward(model, tokens, depth_impl, run.dtype)
+                return cache["graph"](tokens)
+
+            params = harness.tensor_bytes(model.parameters())
+            variants.append(Variant(_label(shape_name, "inference", residual, impl), graph_step, params))
+            continue
 
         def forward(model=model, depth_impl=impl.split("+")[0]):  # noqa: B008
             return model(tokens, depth_impl=depth_impl).logits
@@ -117,11 +130,12 @@ def inference_variants(run, shape_name, models, tokens) -> list[Variant]:
 def train_variants(run, shape_name, shape, tokens, targets) -> list[Variant]:
     """One optimisation step per call: forward with loss, backward, AdamW, grads freed."""
     variants = []
-    for residual in RULES:
+    attnres_plans = [(r, i) for r in ("full", "block") for i in ("sequential", "two_phase")]
+    plans = [("prenorm", "sequential")] + attnres_plans
+    for residual, impl in plans:  # both depth paths of AttnRes: evidence for the default (README)
         model = build_model(shape, residual, run.device).train()
         fused_adam = {"fused": True} if run.device.type == "cuda" else {}
         optimizer = torch.optim.AdamW(model.parameters(), lr=1e-5, **fused_adam)
-        impl = "sequential" if residual == "prenorm" else "two_phase"
 
         def step(model=model, optimizer=optimizer, impl=impl):
             with autocast(run.device, run.dtype):
@@ -154,8 +168,8 @@ def check_paths(run, shape_name, models, tokens) -> list[dict]:
     with torch.no_grad(), autocast(run.device, run.dtype):
         for residual in ("full", "block"):
             ref = models[residual](tokens, depth_impl="sequential").logits.float()
-            for impl in ["two_phase"] + (["fused"] if run.fused else []):
-                out = models[residual](tokens, depth_impl=impl).logits.float()
+            for impl in ["two_phase"] + (["fused"] if run.fused else []) + ["default"]:
+                out = models[residual](tokens, depth_impl=None if impl == "default" else impl).logits.float()
                 diff, scale = (out - ref).abs().max().item(), ref.abs().max().item()
                 rows.append({"shape": shape_name, "residual": residual, "depth_impl": impl,
                              "max_abs_diff_vs_sequential": diff, "max_abs_logit": scale})  # fmt: skip
@@ -171,10 +185,11 @@ def result_row(run, variant: Variant, batch: int, seq: int) -> dict:
 
 
 def add_ratios(rows: list[dict]) -> None:
-    """ratio_vs_prenorm: median time over PreNorm's at the same shape and phase, compiled vs compiled."""
+    """ratio_vs_prenorm: median time over PreNorm's at the same shape and phase, compiled vs compiled,
+    graphed vs graphed."""
 
     def key(row):
-        return row["shape"], row["phase"], row["depth_impl"].endswith("+compile")
+        return row["shape"], row["phase"], row["depth_impl"].partition("+")[2]
 
     base = {key(r): r["median_ms"] for r in rows if r["residual"] == "prenorm"}
     for row in rows:
@@ -195,6 +210,8 @@ class Run:
         self.min_sample_ms = 20.0 if self.device.type == "cuda" else 0.0
         self.fused = self.device.type == "cuda" and kernels.fused_available()
         self.compile = self.device.type == "cuda" and not args.no_compile
+        self.graph = self.fused and not args.no_graph
+        self.no_probe = args.no_probe
         self.compile_shapes, self.budget_s = args.compile_shapes, args.budget_s
         self.started = datetime.datetime.now()
         self.notes, self.errors, self.checks = [], [], []
@@ -259,7 +276,7 @@ def benchmark(run: Run) -> dict:
     for name in ("cache_size_limit", "recompile_limit", "accumulated_cache_size_limit"):
         if hasattr(torch._dynamo.config, name):  # one compiled function per model: allow many
             setattr(torch._dynamo.config, name, 256)
-    rows, probe = [], {}
+    rows, probe = [], (None if run.no_probe else {})
     for shape_name in run.shapes:
         rows += run_shape(run, shape_name, probe)
         print(f"[benchmarks] {shape_name} done at {run.elapsed_s():.0f} s", file=sys.stderr, flush=True)
@@ -294,6 +311,8 @@ def parse_args(argv=None):
     p.add_argument("--warmup", type=int, default=0, help="untimed calls per variant (default 3, quick 1)")
     p.add_argument("--no-train", action="store_true", help="skip the training-step rows")
     p.add_argument("--no-compile", action="store_true", help="skip the torch.compile rows")
+    p.add_argument("--no-graph", action="store_true", help="skip the CUDA-graph rows")
+    p.add_argument("--no-probe", action="store_true", help="skip the probe-sweep timing")
     p.add_argument("--compile-shapes", nargs="*", default=["gpt2-small", "deep"], choices=list(SHAPES))
     p.add_argument("--budget-s", type=float, default=0.0, help="skip compiling once 40%% of this is spent")
     args = p.parse_args(argv)

@@ -180,3 +180,60 @@ def test_fused_under_bf16_autocast_tracks_two_phase(make_model, make_tokens):
         fused = model(tokens, depth_impl="fused").logits.float()
         two_phase = model(tokens, depth_impl="two_phase").logits.float()
     assert (fused - two_phase).abs().max() < 0.05 * two_phase.abs().max()
+
+
+# ---- the default depth path (DESIGN.md §3: the fastest exact path) -----------------------------
+def test_default_depth_impl_selection(monkeypatch):
+    """fused on CUDA when the kernel applies and nothing is recorded; else sequential on CUDA,
+    two_phase on CPU (the measurements in benchmarks/README.md)."""
+    cpu = torch.zeros(1)
+    assert kernels.default_depth_impl(cpu, recording=False) == "two_phase"
+    assert kernels.default_depth_impl(cpu, recording=True) == "two_phase"
+
+    class FakeCuda:
+        is_cuda = True
+
+    monkeypatch.setattr(kernels, "fused_applicable", lambda v0: True)
+    assert kernels.default_depth_impl(FakeCuda(), recording=False) == "fused"
+    assert kernels.default_depth_impl(FakeCuda(), recording=True) == "sequential"
+    monkeypatch.setattr(kernels, "fused_applicable", lambda v0: False)  # training, or no triton
+    assert kernels.default_depth_impl(FakeCuda(), recording=False) == "sequential"
+
+
+@pytest.mark.parametrize(("residual", "S"), [("prenorm", None), ("full", None), ("block", 3)])
+def test_default_path_equals_sequential(make_model, make_tokens, residual, S):
+    model = make_model(residual, S=S)
+    tokens = make_tokens()
+    with torch.no_grad():
+        expected = model(tokens, depth_impl="sequential").logits
+        default = model(tokens).logits
+        recorded = model(tokens, return_internals=True).logits
+    torch.testing.assert_close(default, expected, atol=1e-5, rtol=1e-5)
+    torch.testing.assert_close(recorded, expected, atol=1e-5, rtol=1e-5)
+    loss = model(tokens, tokens).loss  # with grad: the default must still train
+    loss.backward()
+
+
+def test_folded_queries_match_each_site(make_model):
+    model = make_model("block", S=3)
+    rows = kernels.folded_queries(model)
+    for l in range(1, model.config.n_sublayers + 2):
+        torch.testing.assert_close(rows[l - 1], model.site(l).folded_query().float())
+
+
+@cuda
+@pytest.mark.parametrize(("residual", "S"), [("prenorm", None), ("full", None), ("block", 4)])
+def test_graphed_forward_equals_eager_on_cuda(make_model, make_tokens, residual, S):
+    model = make_model(residual, S=S, n_layer=6, d_model=64).cuda()
+    tokens = make_tokens(3, 16).cuda()
+    graphed = kernels.GraphedForward(model, tokens, depth_impl=None)
+    other = make_tokens(3, 16, seed=1).cuda()
+    with torch.no_grad():
+        expected = model(other, depth_impl="sequential").logits
+        default = model(other).logits
+    torch.testing.assert_close(graphed(other), expected, atol=1e-4, rtol=1e-4)
+    torch.testing.assert_close(default, expected, atol=1e-4, rtol=1e-4)
+    with torch.no_grad(), torch.autocast("cuda", dtype=torch.bfloat16):
+        eager = model(other).logits.float()
+    bf16 = kernels.GraphedForward(model, tokens, depth_impl=None, dtype=torch.bfloat16)(other).float()
+    assert (bf16 - eager).abs().max() < 0.05 * eager.abs().max()
