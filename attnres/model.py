@@ -30,11 +30,20 @@ from .config import ModelConfig
 Mixer = Callable[[int, Tensor, Tensor | None], Tensor]
 
 
+class RMSNorm(nn.RMSNorm):
+    """nn.RMSNorm run in its gain's dtype. Under bf16 autocast a depth mix can hand it a bf16 input
+    with an fp32 gain, and PyTorch then skips its fused kernel ("Mismatch dtype between input and
+    weight"); autocast treats LayerNorm the same way (fp32). A no-op in fp32."""
+
+    def forward(self, x: Tensor) -> Tensor:
+        return super().forward(x.to(self.weight.dtype))
+
+
 def make_norm(config: ModelConfig) -> nn.Module:
     """The sublayer / final norm: RMSNorm (ours) or LayerNorm (imported GPT-2 family)."""
     if config.norm == "layernorm":
         return nn.LayerNorm(config.d_model, eps=config.norm_eps, bias=config.bias)
-    return nn.RMSNorm(config.d_model, eps=config.norm_eps)
+    return RMSNorm(config.d_model, eps=config.norm_eps)
 
 
 class CausalSelfAttention(nn.Module):
@@ -76,7 +85,7 @@ class DepthAttention(nn.Module):
         super().__init__()
         self.query = nn.Parameter(torch.zeros(config.d_model))
         # key_norm_eps == norm_eps unless an imported peer used its own (config.depth_norm_eps)
-        self.norm = nn.RMSNorm(config.d_model, eps=config.key_norm_eps)
+        self.norm = RMSNorm(config.d_model, eps=config.key_norm_eps)
 
     def weights(self, sources: Tensor) -> Tensor:
         """sources [K, B, T, d] -> alpha [B, T, K], a softmax over K per token."""
