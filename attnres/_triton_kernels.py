@@ -77,16 +77,20 @@ def _depth_attend_kernel(
     tl.store(s_ptr + ms_offs, s, mask=ms_mask)
 
 
-def launch(sources: Tensor, queries: Tensor, eps: float, state) -> tuple[Tensor, Tensor, Tensor]:
+def launch(sources: Tensor, queries: Tensor, eps: float, state, out=None) -> tuple[Tensor, Tensor, Tensor]:
     """sources [K, N, d] (rows contiguous), queries [G, d] fp32 contiguous, state or None.
 
-    Returns h [G, N, d] (sources' dtype), m [G, N], s [G, N] (fp32).
+    Returns h [G, N, d] (sources' dtype), m [G, N], s [G, N] (fp32), written into ``out`` when
+    given (contiguous; ``out`` may be ``state`` itself: each program reads its rows before writing).
     """
     K, N, D = sources.shape
     G = queries.shape[0]
-    h = sources.new_empty(G, N, D)
-    m = torch.empty((G, N), device=sources.device, dtype=torch.float32)
-    s = torch.empty_like(m)
+    if out is None:
+        h = sources.new_empty(G, N, D)
+        m = torch.empty((G, N), device=sources.device, dtype=torch.float32)
+        s = torch.empty_like(m)
+    else:
+        h, m, s = out
     g_block = triton.next_power_of_2(G)
     block_d = triton.next_power_of_2(D)
     fit = max(1, min(64, REGISTER_BUDGET // (g_block * block_d)))

@@ -128,37 +128,62 @@ def folded_queries(model: Model) -> Tensor:
     return (queries * gains).float()
 
 
+def _attend_into(sources: Tensor, queries: Tensor, eps: float, out: State, resume: bool, triton: bool):
+    """Depth softmax of queries [G, d] over sources [K, N, d], written into out = (h, m, s);
+    resume: continue from the state already in out (phase 2, in place). No allocation on Triton."""
+    for g in range(0, queries.shape[0], MAX_QUERIES_PER_LAUNCH):
+        rows = slice(g, g + MAX_QUERIES_PER_LAUNCH)
+        part = out if queries.shape[0] <= MAX_QUERIES_PER_LAUNCH else tuple(x[rows] for x in out)
+        if triton:
+            _triton().launch(sources, queries[rows], eps, part if resume else None, out=part)
+        else:
+            result = depth_attend_reference(sources, queries[rows], eps, part if resume else None)
+            for dst, src in zip(part, result, strict=True):
+                dst.copy_(src)
+
+
 @torch.no_grad()
 def fused_two_phase(model: Model, v0: Tensor, backend: str = "auto") -> Tensor:
-    """Paper Alg. 1 on ``depth_attend``; returns h_{L+1} [B, T, d]. Inference only (no autograd).
+    """Paper Alg. 1 on the depth kernel; returns h_{L+1} [B, T, d]. Inference only (no autograd).
 
     Same groups as ``Model._two_phase``: phase 1 attends a group's G queries over the completed
     sources in one launch; phase 2 resumes each site's state with the sources made inside the group
     (Full: its earlier layers; Block: the running partial sum, kept in place in the buffer).
-    Launch-lean: the folded queries are built once per forward, the sources live in one
-    preallocated buffer, and nothing here synchronises with the host, so the whole forward can be
-    captured in a CUDA graph (``GraphedForward``).
+    Launch-lean: the folded queries are built once per forward; the sources live in one buffer and
+    the (h, m, s) states in another, both allocated once per forward; phase 2 updates a site's state
+    in place (one launch, no allocation); nothing synchronises with the host, so the whole forward
+    can be captured in a CUDA graph (``GraphedForward``).
     """
     cfg, L, eps = model.config, model.config.n_sublayers, model.config.key_norm_eps
     block = cfg.residual == "block"
     B, T, d = v0.shape
-    buffer = v0.new_empty(cfg.n_blocks + 1, B * T, d)  # every source, written once: [K_max, N, d]
-    buffer[0] = v0.reshape(B * T, d)
-    all_queries = folded_queries(model)  # [L+1, d], row l-1 is site l
+    N = B * T
+    if backend == "triton" and _triton() is None:
+        raise RuntimeError("the triton backend was requested but triton cannot be imported")
+    triton = backend == "triton" or (backend == "auto" and v0.is_cuda and _triton() is not None)
+    groups = model._groups()
+    g_max = max(len(sites) for sites in groups)
+    buffer = v0.new_empty(cfg.n_blocks + 1, N, d)  # every source, written once: [K_max, N, d]
+    buffer[0].copy_(v0.reshape(N, d))
+    h_all = v0.new_empty(g_max, N, d)  # a group's states, reused group after group (stream order)
+    m_all = torch.empty(g_max, N, device=v0.device, dtype=torch.float32)
+    s_all = torch.empty_like(m_all)
+    all_queries = folded_queries(model)  # [L+1, d] fp32, row l-1 is site l
     done = 1  # sources completed before the current group
-    for sites in model._groups():
+    for sites in groups:
+        G = len(sites)
         queries = all_queries[sites.start - 1 : sites.stop - 1]  # [G, d], a contiguous view
-        state = depth_attend(buffer[:done], queries, eps, backend=backend)  # phase 1
+        _attend_into(buffer[:done], queries, eps, (h_all[:G], m_all[:G], s_all[:G]), False, triton)  # phase 1
         made = 0  # sources made inside this group so far (Block: at most 1, the partial)
         for j, l in enumerate(sites):
-            site_state = (state[0][j : j + 1], state[1][j : j + 1], state[2][j : j + 1])
-            if made:  # phase 2
-                inner = buffer[done : done + made]
-                site_state = depth_attend(inner, queries[j : j + 1], eps, site_state, backend)
-            h = site_state[0].view(B, T, d)
+            h = h_all[j]
+            if made:  # phase 2, in place
+                state = (h_all[j : j + 1], m_all[j : j + 1], s_all[j : j + 1])
+                _attend_into(buffer[done : done + made], queries[j : j + 1], eps, state, True, triton)
+            h = h.view(B, T, d)
             if l == L + 1:
                 return h
-            v = model.sublayer(l)(h).reshape(B * T, d)
+            v = model.sublayer(l)(h).reshape(N, d)
             if block and made:
                 buffer[done].add_(v)  # partial_n accumulates the block's sublayers
             else:

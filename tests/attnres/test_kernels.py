@@ -237,3 +237,46 @@ def test_graphed_forward_equals_eager_on_cuda(make_model, make_tokens, residual,
         eager = model(other).logits.float()
     bf16 = kernels.GraphedForward(model, tokens, depth_impl=None, dtype=torch.bfloat16)(other).float()
     assert (bf16 - eager).abs().max() < 0.05 * eager.abs().max()
+
+
+def test_fused_loop_with_more_queries_than_one_launch_holds(make_model, make_tokens):
+    """Full with 82 sublayers: groups of 9 queries, more than MAX_QUERIES_PER_LAUNCH (split launches)."""
+    model = make_model("full", n_layer=41, d_model=16)
+    assert max(len(g) for g in model._groups()) > kernels.MAX_QUERIES_PER_LAUNCH
+    tokens = make_tokens(2, 8)
+    with torch.no_grad():
+        expected = model(tokens, depth_impl="sequential").logits
+        v0 = model.wte(tokens) + model.wpe(torch.arange(tokens.shape[1]))
+        logits = model.readout(kernels.fused_two_phase(model, v0, backend="torch"))
+    torch.testing.assert_close(logits, expected, atol=1e-5, rtol=1e-5)
+
+
+@pytest.mark.parametrize(("residual", "S"), [("full", None), ("block", 4)])
+def test_fused_loop_drives_the_launcher_in_place(monkeypatch, make_model, make_tokens, residual, S):
+    """The Triton calling convention, checked on CPU with a stand-in launcher: contiguous sources,
+    fp32 contiguous queries, outputs given (phase 2: the state itself, updated in place)."""
+    calls = []
+
+    class FakeLauncher:
+        @staticmethod
+        def launch(sources, queries, eps, state, out=None):
+            assert sources.is_contiguous() and queries.is_contiguous() and queries.dtype == torch.float32
+            G, N, d = out[0].shape
+            assert out[1].shape == out[2].shape == (G, N) and queries.shape == (G, d)
+            assert all(x.is_contiguous() for x in out)
+            assert state is None or all(a is b for a, b in zip(state, out, strict=True))
+            calls.append(state is not None)
+            result = kernels.depth_attend_reference(sources, queries, eps, state)
+            for dst, src in zip(out, result, strict=True):
+                dst.copy_(src)
+            return out
+
+    monkeypatch.setattr(kernels, "_triton", lambda: FakeLauncher)
+    model = make_model(residual, S=S, n_layer=4)
+    tokens = make_tokens(2, 16)
+    with torch.no_grad():
+        expected = model(tokens, depth_impl="sequential").logits
+        v0 = model.wte(tokens) + model.wpe(torch.arange(tokens.shape[1]))
+        logits = model.readout(kernels.fused_two_phase(model, v0, backend="triton"))
+    torch.testing.assert_close(logits, expected, atol=1e-5, rtol=1e-5)
+    assert any(calls) and not all(calls)  # both phases ran
