@@ -293,6 +293,22 @@ def overhead(rows: list[dict]) -> list[dict]:
     return out
 
 
+def explain(o: dict) -> str:
+    """One sentence: the extra wall time split into extra GPU work (by kernel family) and GPU idle."""
+    work = [(k, v) for k, v in o["extra_device_ms_by_family"].items() if abs(v) >= 0.05][:4]
+    parts = ", ".join(f"{k} {v:+.2f}" for k, v in work) or "no family above 0.05 ms"
+    bound = (
+        "host/launch-bound (GPU idle grows)"
+        if o["extra_gpu_idle_ms"] > o["extra_gpu_busy_ms"]
+        else "GPU-bound"
+    )
+    return (
+        f"{o['variant']}: {o['extra_median_ms']:+.2f} ms vs PreNorm = "
+        f"{o['extra_gpu_busy_ms']:+.2f} ms more GPU work ({parts}) + "
+        f"{o['extra_gpu_idle_ms']:+.2f} ms more GPU idle, {o['extra_device_events']:+d} kernels; {bound}."
+    )
+
+
 def render(result: dict) -> str:
     lines = [
         f"# Profile: {result['device']}",
@@ -330,6 +346,7 @@ def render(result: dict) -> str:
             f"| {o['extra_gpu_busy_ms']:+.2f} | {o['extra_gpu_idle_ms']:+.2f} | {o['extra_host_ms']:+.2f} "
             f"| {o['extra_device_events']:+d} | {fams} |"
         )
+    lines += ["", "In words:", ""] + [f"- {explain(o)}" for o in result["overhead"]]
     for r in result["variants"]:
         if "error" in r:
             continue
