@@ -1,0 +1,122 @@
+"""Every page in a real Chromium (issue #6): its title, its charts drawn with the right titles, no
+exception or error box, and a full-page screenshot under test-output/screenshots/."""
+
+from __future__ import annotations
+
+import pytest
+
+pytestmark = pytest.mark.browser
+
+# (URL path, nav link, page title, chart title prefixes in page order) for a fresh session
+PAGES = [
+    (
+        "",
+        "Compare",
+        "Compare models",
+        ["Depth-attention weights — all sites · token mean", "Stream magnitude RMS(h_l) per site"],
+    ),
+    (
+        "depth",
+        "Depth routing",
+        "Depth routing",
+        [
+            "Depth-attention weights — Block AttnRes (block) · pre-attention",
+            "Depth-attention weights — Block AttnRes (block) · pre-MLP",
+            "Site L9 (attn): weight of each source per token",
+            "Entropy of depth-attention weights per site",
+        ],
+    ),
+    (
+        "dilution",
+        "Signal dilution",
+        "Signal dilution",
+        [
+            "Stream magnitude RMS(h_l) per site",
+            "Update ratio ||v_l|| / ||h_l|| per layer",
+            "Share of the next input held by layer l's update",
+            "Fig. 5b — output magnitude per Transformer block",
+            "Fig. 5c — gradient magnitude per Transformer block",
+        ],
+    ),
+    (
+        "retrieval",
+        "Retrieval",
+        "Retrieval",
+        [
+            "Who reads whom — PreNorm (prenorm)",
+            "Fig. 9 — depth-mixing matrix, PreNorm (prenorm)",
+            "Who reads whom — Full AttnRes (full)",
+            "Fig. 9 — depth-mixing matrix, Full AttnRes (full)",
+        ],
+    ),
+    (
+        "attribution",
+        "Attribution & ablation",
+        "Attribution & ablation",
+        ["Routing weight vs attribution at L17 (readout)", "IG attribution per depth gate"],
+    ),
+    (
+        "lens",
+        "Logit lens",
+        "Logit lens",
+        [f"Logit lens — {name}" for name in ("PreNorm (prenorm)", "Full AttnRes (full)", "Block AttnRes (block)")],
+    ),
+    (
+        "dynamics",
+        "Training dynamics",
+        "Training dynamics",
+        [
+            "Depth-attention weights — all sites · token mean",
+            "Stream magnitude RMS(h_l) per site",
+            "Training loss (train solid, validation dashed)",
+            "Depth-attention weights over training — all sites at step 0, step 250, step 1500, step 5000",
+        ],
+    ),
+    (
+        "learn",
+        "Learn: signal dilution",
+        "Learn: signal dilution",
+        [
+            "Signal dilution in a toy stream of 32 layers",
+            "Stream magnitude RMS(h_l) per site",
+            "Share of the next input held by layer l's update",
+        ],
+    ),
+    ("inspector", "Checkpoint inspector", "Checkpoint inspector", []),
+]
+
+
+@pytest.mark.parametrize(("path", "link", "title", "charts"), PAGES, ids=[p[1] for p in PAGES])
+def test_page_renders(new_page, app_url, ui, path, link, title, charts):
+    page = new_page()
+    ui.open_view(page, app_url, path, title, prompt=ui.SHORT_PROMPT)
+    ui.expect_charts(page, charts)
+    ui.expect_no_failure(page)
+    ui.screenshot(page, path or "compare")
+
+
+def test_inspector_shows_the_default_model(new_page, app_url, ui):
+    from playwright.sync_api import expect
+
+    page = new_page()
+    ui.open_view(page, app_url, "inspector", "Checkpoint inspector")
+    expect(page.get_by_test_id("stMetricValue")).to_have_text(["attnres-lens", "922,272", "5,000"])
+    expect(page.get_by_test_id("stDataFrame").filter(visible=True)).to_have_count(2)  # queries, cosines
+    expect(page.get_by_test_id("stAlertContentSuccess")).to_have_text(["No problems found."])
+
+
+def test_sidebar_walks_every_page_keeping_the_prompt(new_page, app_url, ui):
+    """Each nav link opens its page at its own URL path; the prompt follows the session."""
+    from playwright.sync_api import expect
+
+    page = new_page()
+    ui.open_view(page, app_url, "", "Compare models", prompt=ui.SHORT_PROMPT)
+    for path, link, title, charts in [*PAGES[1:], PAGES[0]]:
+        ui.go_to(page, link, title)
+        assert page.url.split("?")[0].rstrip("/") == ui.url_of(app_url, path).rstrip("/")
+        ui.expect_no_failure(page)
+        if path == "inspector":
+            continue  # no sidebar prompt on the inspector
+        expect(ui.prompt_box(page)).to_have_value(ui.SHORT_PROMPT)
+        assert ui.query_of(page)["prompt"] == [ui.SHORT_PROMPT]
+        expect(page.locator(".gtitle")).not_to_have_count(0)
