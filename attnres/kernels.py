@@ -163,7 +163,12 @@ def fused_two_phase(model: Model, v0: Tensor, backend: str = "auto") -> Tensor:
     triton = backend == "triton" or (backend == "auto" and v0.is_cuda and _triton() is not None)
     groups = model._groups()
     g_max = max(len(sites) for sites in groups)
-    buffer = v0.new_empty(cfg.n_blocks + 1, N, d)  # every source, written once: [K_max, N, d]
+    # every source, written once: [K_max, N, d]. Under autocast it is stored in the autocast dtype,
+    # as the sequential path keeps v_l and Block's partial sums (half the bytes to read); the
+    # states h (the sublayers' inputs) stay in v0's dtype. fp32 runs are untouched.
+    kind = v0.device.type
+    dtype = torch.get_autocast_dtype(kind) if torch.is_autocast_enabled(kind) else v0.dtype
+    buffer = v0.new_empty(cfg.n_blocks + 1, N, d, dtype=dtype)
     buffer[0].copy_(v0.reshape(N, d))
     h_all = v0.new_empty(g_max, N, d)  # a group's states, reused group after group (stream order)
     m_all = torch.empty(g_max, N, device=v0.device, dtype=torch.float32)

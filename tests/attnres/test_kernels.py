@@ -280,3 +280,16 @@ def test_fused_loop_drives_the_launcher_in_place(monkeypatch, make_model, make_t
         logits = model.readout(kernels.fused_two_phase(model, v0, backend="triton"))
     torch.testing.assert_close(logits, expected, atol=1e-5, rtol=1e-5)
     assert any(calls) and not all(calls)  # both phases ran
+
+
+def test_fused_loop_under_autocast_keeps_bf16_sources(make_model, make_tokens):
+    """Under autocast the source buffer is bf16 (like sequential's v_l), the states stay fp32."""
+    model = make_model("block", S=2, n_layer=4)
+    tokens = make_tokens(2, 16)
+    with torch.no_grad(), torch.autocast("cpu", dtype=torch.bfloat16):
+        expected = model(tokens, depth_impl="sequential").logits.float()
+        v0 = model.wte(tokens) + model.wpe(torch.arange(tokens.shape[1]))
+        h = kernels.fused_two_phase(model, v0, backend="torch")
+        logits = model.readout(h).float()
+    assert h.dtype == torch.float32
+    assert (logits - expected).abs().max() < 0.05 * expected.abs().max()
