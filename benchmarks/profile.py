@@ -264,11 +264,17 @@ def train_variants(args, device, shape_name):
 
 
 def overhead(rows: list[dict]) -> list[dict]:
-    """Each variant minus PreNorm of the same phase: wall, GPU busy, idle, per kernel family."""
-    base = {r["variant"].split()[0]: r for r in rows if r["variant"].endswith(" prenorm sequential")}
+    """Each variant minus PreNorm of the same phase (graphed minus graphed): wall, GPU busy, idle,
+    per kernel family."""
+
+    def key(row):  # "forward block fused+graph" -> ("forward", "graph")
+        phase, _, impl = row["variant"].split()
+        return phase, impl.partition("+")[2]
+
+    base = {key(r): r for r in rows if r["variant"].split()[1] == "prenorm"}
     out = []
     for r in rows:
-        ref = base.get(r["variant"].split()[0])
+        ref = base.get(key(r))
         if ref is None or r is ref:
             continue
         fams = set(r["device_ms_by_family"]) | set(ref["device_ms_by_family"])
