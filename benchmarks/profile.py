@@ -135,11 +135,14 @@ def profile_variant(name: str, step, model, device, repeats: int, top: int) -> d
         step()
     _sync(device)
     row["pipelined_ms"] = round((time.perf_counter() - t0) * 1000 / n, 3)
-    # host-side cost alone: time to enqueue one call (CPU wall until the Python call returns)
-    _sync(device)
-    t0 = time.perf_counter()
-    step()
-    row["host_ms"] = round((time.perf_counter() - t0) * 1000, 3)
+    # host-side cost alone: time to enqueue one call (CPU wall until the Python call returns), median of 5
+    host = []
+    for _ in range(5):
+        _sync(device)
+        t0 = time.perf_counter()
+        step()
+        host.append((time.perf_counter() - t0) * 1000)
+    row["host_ms"] = round(statistics.median(host), 3)
     _sync(device)
     activities = [ProfilerActivity.CPU] + ([ProfilerActivity.CUDA] if device.type == "cuda" else [])
     _sync(device)
