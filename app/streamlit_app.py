@@ -17,6 +17,7 @@ PAGES = [
     ("views/attribution.py", "Attribution & ablation", ":material/science:", False),
     ("views/lens.py", "Logit lens", ":material/visibility:", False),
     ("views/dynamics.py", "Training dynamics", ":material/timeline:", False),
+    ("views/training_lab.py", "Training lab", ":material/model_training:", False),
     ("views/learn.py", "Learn: signal dilution", ":material/school:", False),
     ("views/inspector.py", "Checkpoint inspector", ":material/upload_file:", False),
 ]
