@@ -3,6 +3,8 @@ exception or error box, and a full-page screenshot under test-output/screenshots
 
 from __future__ import annotations
 
+import re
+
 import pytest
 
 pytestmark = pytest.mark.browser
@@ -59,7 +61,7 @@ PAGES = [
         "lens",
         "Logit lens",
         "Logit lens",
-        [f"Logit lens — {name}" for name in ("PreNorm (prenorm)", "Full AttnRes (full)", "Block AttnRes (block)")],
+        [f"Logit lens — {name}" for name in ("PreNorm", "Full AttnRes", "Block AttnRes")],
     ),
     (
         "dynamics",
@@ -72,6 +74,7 @@ PAGES = [
             "Depth-attention weights over training — all sites at step 0, step 250, step 1500, step 5000",
         ],
     ),
+    ("training_lab", "Training lab", "Training lab", []),  # charts only once Train is pressed
     (
         "learn",
         "Learn: signal dilution",
@@ -84,6 +87,7 @@ PAGES = [
     ),
     ("inspector", "Checkpoint inspector", "Checkpoint inspector", []),
 ]
+NO_SIDEBAR_PROMPT = {"training_lab", "inspector"}
 
 
 @pytest.mark.parametrize(("path", "link", "title", "charts"), PAGES, ids=[p[1] for p in PAGES])
@@ -105,18 +109,33 @@ def test_inspector_shows_the_default_model(new_page, app_url, ui):
     expect(page.get_by_test_id("stAlertContentSuccess")).to_have_text(["No problems found."])
 
 
+def test_training_lab_waits_for_train(new_page, app_url, ui):
+    from playwright.sync_api import expect
+
+    page = new_page()
+    ui.open_view(page, app_url, "training_lab", "Training lab")
+    expect(page.get_by_test_id("stAlertContentInfo")).to_have_text(
+        [re.compile("^Pick a preset and press Train")]
+    )
+    expect(page.get_by_role("button", name="Train", exact=True)).to_be_enabled()
+    expect(page.get_by_role("button", name="Stop", exact=True)).to_be_disabled()
+
+
 def test_sidebar_walks_every_page_keeping_the_prompt(new_page, app_url, ui):
     """Each nav link opens its page at its own URL path; the prompt follows the session."""
     from playwright.sync_api import expect
 
     page = new_page()
+    links = page.get_by_test_id("stSidebarNav").get_by_role("link")
     ui.open_view(page, app_url, "", "Compare models", prompt=ui.SHORT_PROMPT)
-    for path, link, title, charts in [*PAGES[1:], PAGES[0]]:
+    for path, link, title, _ in [*PAGES[1:], PAGES[0]]:
         ui.go_to(page, link, title)
         assert page.url.split("?")[0].rstrip("/") == ui.url_of(app_url, path).rstrip("/")
         ui.expect_no_failure(page)
-        if path == "inspector":
-            continue  # no sidebar prompt on the inspector
+        if path in NO_SIDEBAR_PROMPT:
+            continue
         expect(ui.prompt_box(page)).to_have_value(ui.SHORT_PROMPT)
         assert ui.query_of(page)["prompt"] == [ui.SHORT_PROMPT]
         expect(page.locator(".gtitle")).not_to_have_count(0)
+    shown = [text.split("\n")[-1] for text in links.all_inner_texts()]  # minus the icon's name
+    assert shown == [link for _, link, _, _ in PAGES], "the nav and PAGES differ: a page is untested"
