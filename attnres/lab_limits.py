@@ -46,8 +46,8 @@ class Preset:
 PRESETS = {
     p.name: p
     for p in (
-        Preset("tiny (CPU, ~1 min)", 4, 4, 48, 64, 16, steps=500, max_seconds=60, target="cpu"),
-        Preset("small (CPU, ~2 min)", 6, 4, 64, 128, 16, steps=600, max_seconds=120, target="cpu"),
+        Preset("tiny (CPU, ~1 min)", 4, 4, 48, 64, 16, steps=500, max_seconds=90, target="cpu"),
+        Preset("small (CPU, ~2 min)", 6, 4, 64, 128, 8, steps=500, max_seconds=180, target="cpu"),
         Preset(
             "deeper (GPU)", 12, 4, 128, 256, 32, steps=1500, max_seconds=300, target="cuda",
             lr=2e-3, warmup=50, eval_every=100, eval_windows=8, probe_every=10,
