@@ -1,7 +1,12 @@
 """AttnRes Lens: entry point (`streamlit run app/streamlit_app.py`); one page per view in app/views/."""
 
+import os
 import sys
 from pathlib import Path
+
+# torch's CPU worker threads spin while waiting by default; started from Streamlit's script
+# threads they then fight each other and training and probes run 5-20x slower on a busy CPU.
+os.environ.setdefault("OMP_WAIT_POLICY", "PASSIVE")
 
 REPO_ROOT = Path(__file__).resolve().parent.parent
 if str(REPO_ROOT) not in sys.path:  # so `import attnres, probes, figures, app` works from anywhere

@@ -59,12 +59,17 @@ def load_from_upload() -> None:
     if any(entry.key == key for entry in choices().values()):
         return
     if key not in errors:
+        temporary: list[str] = []  # server-side names, never shown: the user sees their file's name
         try:
             check_upload_size(uploaded.size, UPLOAD_LIMIT, name="the uploaded file")
             with save_upload(data, uploaded.name, limit=UPLOAD_LIMIT) as saved:
+                temporary = [str(saved.path), str(saved.directory)]
                 model = load_model(saved.path, device="cpu", allow_nonfinite=True)
         except CheckpointError as exc:
-            errors[key] = str(exc)
+            message = str(exc)
+            for name in temporary:
+                message = message.replace(name, f"the uploaded file {uploaded.name!r}")
+            errors[key] = message
         else:
             _added(ModelEntry(display_name(uploaded.name, choices()), key, "upload", model=model))
             return

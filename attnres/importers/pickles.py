@@ -29,10 +29,7 @@ def _refusal_reason(exc: Exception) -> str:
     found = re.search(r"GLOBAL ([\w.]+)", text)
     if found:
         return f"it refers to the Python object {found.group(1)}"
-    if "Weights only load failed" in text:
-        return "it holds Python objects other than tensors and plain containers"
-    lines = [ln.strip() for ln in text.splitlines() if ln.strip() and "weights_only" not in ln]
-    return lines[0][:200] if lines else f"{exc.__class__.__name__}: not a readable torch file"
+    return "it is not a readable torch checkpoint: corrupt, truncated or another kind of file"
 
 
 def load_torch_file(path: Path) -> dict:
