@@ -2,10 +2,14 @@
 
 from __future__ import annotations
 
+import math
+
+import pandas as pd
 import streamlit as st
 
 from figures import export
 
+EMPTY_CELL = "—"  # a table's missing value (no third source, a NaN cosine)
 PNG_BROKEN = "_png_broken"  # session-state: why PNG export failed, once it has
 
 
@@ -87,10 +91,22 @@ def chart(fig, stem: str, data=None, rows=None) -> None:
     download_row(stem, fig=fig, data=data, rows=rows)
 
 
+def _cell(value) -> str:
+    """How a table cell reads: '—' for a missing number (None, NaN), floats without trailing noise."""
+    if value is None or (isinstance(value, float) and not math.isfinite(value)):
+        return EMPTY_CELL
+    return f"{value:.6g}" if isinstance(value, float) else value
+
+
+def _shown(rows: list[dict]):
+    """The rows as a styled frame: numbers stay numbers (sorting, alignment), gaps read '—'."""
+    return pd.DataFrame(rows).style.format(_cell, na_rep=EMPTY_CELL)
+
+
 def table(rows: list[dict], stem: str, data=None) -> None:
     """Shows rows as a dataframe (text cells, never HTML) with JSON/CSV downloads."""
     if rows:
-        st.dataframe(rows, key=f"table_{stem}", hide_index=True)
+        st.dataframe(_shown(rows), key=f"table_{stem}", hide_index=True)
     else:
         st.caption("Nothing to list.")
     download_row(stem, data=data, rows=rows)

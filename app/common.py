@@ -38,9 +38,13 @@ class Settings:
 
 
 def plain(text) -> str:
-    """User or model text made inert for st.markdown-based elements (no markdown, no HTML)."""
-    escaped = re.sub(r"([\\`*_{}\[\]()#+\-.!|~>])", r"\\\1", str(text))
-    return escaped.replace("<", "&lt;").replace(">", "&gt;")
+    """User or model text made inert for st.markdown-based elements (no markdown, no HTML).
+
+    Markdown punctuation is backslash-escaped; ``&``, ``<`` and ``>`` become HTML entities instead
+    (a backslash before ``>`` would stop the entity from being read, so ``>`` showed as "&gt;").
+    """
+    entities = str(text).replace("&", "&amp;").replace("<", "&lt;").replace(">", "&gt;")
+    return re.sub(r"([\\`*_{}\[\]()#+\-.!|~])", r"\\\1", entities)
 
 
 def header(title: str, intro: str) -> None:

@@ -10,7 +10,7 @@ import numpy as np
 import plotly.graph_objects as go
 
 from ._grid import hover_sources, on_grid, site_label, union_columns
-from .style import DIVERGING_COLORSCALE, finite_or_none, layout, safe_label, safe_labels
+from .style import DIVERGING_COLORSCALE, finite_or_none, layout, safe_label, safe_labels, sparse_ticks
 
 
 def _row(attr, site: int) -> int:
@@ -41,8 +41,9 @@ def attribution_vs_weight(attr, site: int, prompt_index: int = 0):
     fig.add_trace(_bar(labels, weight, "routing weight α", 0, "#1f77b4", "y"))
     fig.add_trace(_bar(labels, attribution, "IG attribution (Δ log p)", 1, "#d62728", "y2"))
     where = site_label(site, _kind(attr, row))
-    title = f"Routing weight vs attribution at {where} — {_target(attr, prompt_index)}"
-    layout(fig, title, "source", "weight α")
+    title = f"Routing weight vs attribution at {where}"
+    layout(fig, title, "source", "weight α", subtitle=_target(attr, prompt_index))
+    _thin_x(fig, labels)
     weight_range, attribution_range = _aligned_ranges(weight, attribution)
     fig.update_layout(
         barmode="group",
@@ -54,9 +55,13 @@ def attribution_vs_weight(attr, site: int, prompt_index: int = 0):
             "range": attribution_range,
             "showgrid": False,
         },
-        legend={"orientation": "h", "y": -0.2},
     )
     return fig
+
+
+def _thin_x(fig: go.Figure, labels) -> None:
+    """Level source labels, every 2nd one when there are more than 10 (half-width charts)."""
+    fig.update_xaxes(tickangle=0, tickvals=sparse_ticks(labels, 2 if len(labels) > 10 else 1))
 
 
 def _bar(labels, values, name: str, group: int, colour: str, axis: str) -> go.Bar:
@@ -114,8 +119,9 @@ def attribution_heatmap(attr, prompt_index: int = 0):
         )
     )
     total = float(np.nansum(attr.attribution[prompt_index]))
-    title = f"IG attribution per depth gate — {_target(attr, prompt_index)} (sum {total:.3f})"
-    layout(fig, title, "source", "consumer site")
+    subtitle = f"{_target(attr, prompt_index)} · sum {total:.3f}"
+    layout(fig, "IG attribution per depth gate", "source", "consumer site", subtitle=subtitle)
+    _thin_x(fig, safe_labels(columns))
     fig.update_yaxes(autorange="reversed")
     return fig
 

@@ -50,10 +50,10 @@ def depth_grid(dw, panel: str = "all", token: int | None = None):
     return z, columns, site_labels(view.sites, view.kinds), hover_sources(view.sources, columns)
 
 
-def _subtitle(dw, name: str, panel: str, token: int | None) -> str:
+def _token_note(dw, token: int | None) -> str:
+    """The subtitle line: which token, and for PreNorm why its panel is saturated."""
     what = "token mean" if token is None else f"token #{int(token)}"
-    note = f" · {PRENORM_NOTE}" if dw.residual == "prenorm" else ""
-    return f"{model_title(name, dw.residual)} · {PANELS[panel]} · {what}{note}"
+    return what + (f" · {PRENORM_NOTE}" if dw is not None and dw.residual == "prenorm" else "")
 
 
 def _heatmap(dw, panel: str, token: int | None) -> go.Heatmap:
@@ -114,7 +114,8 @@ def depth_heatmap(
         A plotly Figure (colour axis ``layout.coloraxis``: cmin 0, cmax zmax).
     """
     fig = go.Figure(_heatmap(dw, panel, token))
-    layout(fig, f"Depth-attention weights — {_subtitle(dw, name, panel, token)}", "source", "consumer site")
+    title = f"Depth-attention weights — {model_title(name, dw.residual)} · {PANELS[panel]}"
+    layout(fig, title, "source", "consumer site", subtitle=_token_note(dw, token))
     fig.update_layout(coloraxis=_colour_axis(_shared_zmax([dw], zmax, panel, token)))
     fig.update_yaxes(autorange="reversed")
     return fig
@@ -132,11 +133,7 @@ def depth_heatmaps(dws, names, panel: str = "all", zmax: float | None = None, to
     """
     if len(dws) != len(names) or not dws:
         raise ValueError(f"{len(dws)} results but {len(names)} names")
-    titles = [_subtitle(dw, n, panel, token).split(" · ", 1)[0] for dw, n in zip(dws, names, strict=True)]
-    titles = [
-        t + (f"<br>{PRENORM_NOTE}" if dw.residual == "prenorm" else "")
-        for t, dw in zip(titles, dws, strict=True)
-    ]
+    titles = [model_title(n, dw.residual) for dw, n in zip(dws, names, strict=True)]
     same_rows = len({len(dw.sites) for dw in dws}) == 1  # then one set of row labels, on the left
     fig = make_subplots(
         rows=1, cols=len(dws), subplot_titles=titles, horizontal_spacing=0.04, shared_yaxes=same_rows
@@ -146,10 +143,17 @@ def depth_heatmaps(dws, names, panel: str = "all", zmax: float | None = None, to
         fig.update_yaxes(autorange="reversed", row=1, col=col)
         fig.update_xaxes(title_text="source", row=1, col=col)
     fig.update_yaxes(title_text="consumer site", row=1, col=1)
-    what = "token mean" if token is None else f"token #{int(token)}"
-    layout(fig, f"Depth-attention weights — {PANELS[panel]} · {what} (shared colour scale)")
+    title = f"Depth-attention weights — {PANELS[panel]} · {_token_note(None, token)}"
+    layout(fig, title, subtitle="one colour scale shared by the models")
+    for col, dw in enumerate(dws, start=1):
+        if dw.residual == "prenorm":  # under its panel, so every panel title keeps one line
+            domain = "x domain" if col == 1 else f"x{col} domain"
+            fig.add_annotation(
+                text=f"<i>{PRENORM_NOTE}</i>", xref=domain, x=0.5, yref="paper", y=0.0, yshift=-62,
+                yanchor="top", showarrow=False, font={"size": 11, "color": "#555"},
+            )  # fmt: skip
     colour_axis = _colour_axis(_shared_zmax(dws, zmax, panel, token))
-    fig.update_layout(coloraxis=colour_axis, width=max(700, 420 * len(dws)), margin={"t": 110})
+    fig.update_layout(coloraxis=colour_axis, margin={"t": fig.layout.margin.t + 24, "b": 100})
     return fig
 
 
@@ -179,8 +183,8 @@ def token_source_heatmap(dw, site: int, tokens):
         )
     )
     kind = dw.kinds[row]
-    note = f" · {PRENORM_NOTE}" if dw.residual == "prenorm" else ""
-    layout(fig, f"Site L{site} ({kind}): weight of each source per token{note}", "source", "token")
+    note = PRENORM_NOTE if dw.residual == "prenorm" else ""
+    layout(fig, f"Site L{site} ({kind}): weight of each source per token", "source", "token", subtitle=note)
     zmax = weight_zmax(z if dw.residual != "prenorm" and len(labels) > 1 else np.zeros(1))
     fig.update_layout(coloraxis=_colour_axis(zmax), height=max(350, 18 * n_tokens + 150))
     fig.update_yaxes(autorange="reversed", type="category")

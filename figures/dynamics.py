@@ -10,7 +10,7 @@ import plotly.graph_objects as go
 from plotly.subplots import make_subplots
 
 from .depth import PANELS, _colour_axis, _heatmap, _shared_zmax
-from .style import finite_or_none, layout, model_colour, safe_text
+from .style import finite_or_none, layout, log_axis, model_colour, safe_text
 
 
 def _number(text: str):
@@ -99,8 +99,8 @@ def snapshot_depth_heatmaps(series, names=None, panel: str = "all"):
     layout(fig, title)
     fig.update_layout(
         coloraxis=_colour_axis(_shared_zmax(all_results, None, panel)),
-        width=max(700, 330 * n_cols),
         height=max(400, 330 * len(series)),
+        margin={"t": fig.layout.margin.t + 24},
     )
     return fig
 
@@ -125,5 +125,4 @@ def snapshot_norms_chart(series, name: str = ""):
     who = f"{safe_text(name)} · " if name else ""
     title = f"Stream magnitude over training — {who}{', '.join(f'step {s}' for s in steps)}"
     layout(fig, title, "site l", "RMS(h_l)")
-    fig.update_yaxes(type="log")
-    return fig
+    return log_axis(fig, *[result.input_rms_mean for result in series.results])

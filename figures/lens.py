@@ -8,10 +8,10 @@ import plotly.graph_objects as go
 from ._grid import site_labels
 from .style import SEQUENTIAL_COLORSCALE, finite_or_none, layout, model_title, safe_label
 
-METRICS = {
-    "target_rank": ("rank of the true next token (0 = top-1)", "Viridis_r"),
-    "entropy": ("entropy of the prediction (nats)", SEQUENTIAL_COLORSCALE),
-    "kl": ("KL(final || lens) (nats)", "Magma_r"),
+METRICS = {  # metric -> (subtitle, colour-bar title, colour scale)
+    "target_rank": ("rank of the true next token (0 = top-1)", "rank of the next character", "Viridis_r"),
+    "entropy": ("entropy of the prediction (nats)", "entropy (nats)", SEQUENTIAL_COLORSCALE),
+    "kl": ("KL(final || lens) (nats)", "KL to final (nats)", "Magma_r"),
 }
 FIELDS = {"target_rank": "target_rank", "entropy": "entropy", "kl": "kl_to_final"}
 
@@ -50,7 +50,7 @@ def logit_lens_heatmap(lens, metric: str = "target_rank", name: str = "", tokens
     columns = [f"{i}: {safe_label(t)}" if t else str(i) for i, t in enumerate(tokens)]
     top1 = lens.top_ids[0, :n_tokens, :, 0].T  # [S, T]
     hover = [[safe_label(_decode(tokenizer, i)) for i in row] for row in top1]
-    label, colours = METRICS[metric]
+    label, bar_title, colours = METRICS[metric]
     fig = go.Figure(
         go.Heatmap(
             z=z,
@@ -58,15 +58,15 @@ def logit_lens_heatmap(lens, metric: str = "target_rank", name: str = "", tokens
             y=site_labels(lens.sites, lens.kinds),
             customdata=hover,
             colorscale=colours,
-            colorbar={"title": {"text": metric}},
+            colorbar={"title": {"text": bar_title, "side": "right"}},
             hovertemplate="site %{y}<br>position %{x}<br>"
-            + metric
+            + bar_title
             + " %{z}<br>top-1 %{customdata}<extra></extra>",
             xgap=1,
             ygap=1,
         )
     )
-    layout(fig, f"Logit lens — {model_title(name, lens.residual)} · {label}", "position: token", "site")
+    layout(fig, f"Logit lens — {model_title(name, lens.residual)}", "position: token", "site", subtitle=label)
     fig.update_yaxes(autorange="reversed")
     fig.update_xaxes(type="category")
     return fig

@@ -9,7 +9,7 @@ from __future__ import annotations
 import numpy as np
 import plotly.graph_objects as go
 
-from .style import finite_or_none, layout, model_colour, model_title
+from .style import finite_or_none, layout, log_axis, model_colour, model_title
 
 
 def _check(results, names) -> None:
@@ -34,7 +34,7 @@ def _lines(series, names, title: str, x_title: str, y_title: str, log_y: bool = 
         )
     layout(fig, title, x_title, y_title)
     if log_y:
-        fig.update_yaxes(type="log")
+        log_axis(fig, *[y for _, _, y in series])
     return fig
 
 

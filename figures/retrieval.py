@@ -21,6 +21,7 @@ from .style import (
     safe_label,
     safe_labels,
     safe_text,
+    sparse_ticks,
     weight_zmax,
 )
 
@@ -91,9 +92,14 @@ def _block_names(retrieval) -> list[str]:
 
 
 def _ticks(retrieval) -> tuple[list[int], list[str]]:
-    """Tick positions and labels of the layer axis; a block sum's label under its last layer."""
+    """Tick positions and labels of the layer axis; a block sum's label under its last layer.
+
+    Only emb, out and every 2nd (L <= 8) or 4th layer are labelled, so a third-width chart stays
+    legible; the others keep an empty label (hover names every node).
+    """
     L, size = len(retrieval.sites) - 1, _block_size(retrieval)
-    text = ["emb"] + [f"L{l}" for l in range(1, L + 1)] + ["out"]
+    step = 2 if L <= 8 else 4
+    text = ["emb"] + [f"L{l}" if l % step == 0 and l < L else "" for l in range(1, L + 1)] + ["out"]
     for name in _block_names(retrieval):
         x = source_position(name, 0, L, size)
         text[x] += f"<br><b>{safe_label(name)}</b>"
@@ -191,18 +197,22 @@ def retrieval_graph(retrieval, threshold: float = 0.1, name: str = ""):
     if block_sums is not None:
         fig.add_trace(block_sums)
     _legend_entries(fig)
-    note = (
-        f"<br><sup>{PRENORM_NOTE}: arcs show each source's share of h_l</sup>"
-        if retrieval.residual == "prenorm"
-        else ""
+    title = f"Who reads whom — {model_title(name, retrieval.residual)}"
+    layout(
+        fig,
+        title,
+        "layer (arcs ↑ attention, ↓ MLP)",
+        subtitle=f"{_rule(retrieval)}<br>arcs: {what} > {threshold:g}",
     )
-    title = f"Who reads whom — {model_title(name, retrieval.residual)} · {what} > {threshold:g}{note}"
-    layout(fig, title, "depth (above: into attention inputs, below: into MLP inputs)")
     fig.update_yaxes(visible=False)
     tickvals, ticktext = _ticks(retrieval)
     fig.update_xaxes(showgrid=False, zeroline=False, tickvals=tickvals, ticktext=ticktext, tickangle=0)
-    fig.update_layout(legend={"orientation": "h", "y": -0.25})
     return fig
+
+
+def _rule(retrieval) -> str:
+    """One subtitle line, the same length for every model so side-by-side plots line up."""
+    return PRENORM_NOTE if retrieval.residual == "prenorm" else "AttnRes: softmax weight α per source"
 
 
 def mixing_matrix(retrieval, name: str = ""):
@@ -224,14 +234,16 @@ def mixing_matrix(retrieval, name: str = ""):
             ygap=1,
         )
     )
-    note = f" · {PRENORM_NOTE}" if retrieval.residual == "prenorm" else ""
+    title = f"Fig. 9 — {model_title(name, retrieval.residual)}"
     layout(
         fig,
-        f"Fig. 9 — depth-mixing matrix, {model_title(name, retrieval.residual)}{note}",
+        title,
         "source v_i",
         "site",
+        subtitle=f"depth-mixing matrix: weight of v_i in h_l<br>{_rule(retrieval)}",
     )
     fig.update_yaxes(autorange="reversed")
+    fig.update_xaxes(tickangle=0, tickvals=sparse_ticks(safe_labels(columns), 4))
     return fig
 
 
@@ -247,8 +259,7 @@ def retrieval_summary(retrievals, names) -> list[dict]:
                 "ranked by": retrieval.strength_kind,
             }
             for rank, k in enumerate(retrieval.top_sources[row], start=1):
-                if k >= 0:
-                    label = safe_label(retrieval.sources[row][k])
-                    entry[f"top {rank}"] = f"{label} ({float(table[row, k]):.3f})"
+                label = safe_label(retrieval.sources[row][k]) if k >= 0 else ""
+                entry[f"top {rank}"] = f"{label} ({float(table[row, k]):.3f})" if k >= 0 else "—"
             rows.append(entry)
     return rows

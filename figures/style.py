@@ -76,20 +76,67 @@ def weight_zmax(*arrays, zmax: float | None = None) -> float:
     return top
 
 
-def layout(fig: go.Figure, title: str, x_title: str = "", y_title: str = "", **kwargs) -> go.Figure:
-    """Applies the shared layout (font, white template, margins) and the title and axis titles."""
+SUBTITLE = '<br><span style="font-size:11px;font-weight:normal">{}</span>'
+LEGEND = {"orientation": "h", "x": 0.0, "xanchor": "left", "yref": "container", "y": 0.0, "yanchor": "bottom"}
+
+
+def _legend_rows(fig: go.Figure) -> int:
+    """How many rows the horizontal legend takes in a half-width chart (two entries a row)."""
+    shown = [t for t in fig.data if t.showlegend is not False and t.name]
+    return 0 if len(shown) < 2 else (len(shown) + 1) // 2
+
+
+def layout(
+    fig: go.Figure, title: str, x_title: str = "", y_title: str = "", subtitle: str = "", **kwargs
+) -> go.Figure:
+    """Applies the shared layout (font, white template, margins) and the title and axis titles.
+
+    The title stays short enough for a third-width column; details go in ``subtitle``, a second
+    line in a smaller font. Legends lie horizontally under the plot, so the plot keeps its width.
+    Call it after the traces are added: the bottom margin is sized to the legend's entries.
+    """
+    text = title + "".join(SUBTITLE.format(line) for line in subtitle.split("<br>") if line)
+    lines = text.count("<br>") + 1
+    legend_rows = _legend_rows(fig)
     fig.update_layout(
-        title={"text": title, "x": 0.01, "xanchor": "left"},
+        title={"text": text, "x": 0.01, "xanchor": "left", "yref": "container", "y": 0.995, "yanchor": "top"},
         template="plotly_white",
         font=FONT,
-        margin={"l": 70, "r": 30, "t": 70, "b": 60},
+        margin={"l": 70, "r": 30, "t": 36 + 18 * lines, "b": 60 + 22 * legend_rows},
         hoverlabel={"font": {"family": "monospace"}},
+        legend=LEGEND,
         **kwargs,
     )
     if x_title:
         fig.update_xaxes(title_text=x_title)
     if y_title:
         fig.update_yaxes(title_text=y_title)
+    return fig
+
+
+def sparse_ticks(labels, step: int) -> list[str]:
+    """Every ``step``-th label of a category axis (always the first), for ``tickvals``."""
+    labels = list(labels)
+    return [label for i, label in enumerate(labels) if i % step == 0]
+
+
+def log_ticks(*arrays) -> list[float]:
+    """Tick values for a log axis: 1-2-5 in each decade the finite positive data span, or only the
+    powers of 10 when they span more than three decades (no crowded minor labels 2..9)."""
+    values = np.concatenate([np.asarray(a, dtype=float).ravel() for a in arrays] or [np.zeros(0)])
+    values = values[np.isfinite(values) & (values > 0)]
+    if not values.size:
+        return [1.0]
+    low, high = math.floor(math.log10(values.min())), math.ceil(math.log10(values.max()))
+    steps = (1,) if high - low > 3 else (1, 2, 5)
+    ticks = [m * 10.0**e for e in range(low, high + 1) for m in steps]
+    return [t for t in ticks if values.min() / 2.5 <= t <= values.max() * 2.5]
+
+
+def log_axis(fig: go.Figure, *arrays) -> go.Figure:
+    """A log y axis labelled only at ``log_ticks`` of the data (e.g. 0.1, 0.2, 0.5, 1, 2)."""
+    ticks = log_ticks(*arrays)
+    fig.update_yaxes(type="log", tickvals=ticks, ticktext=[f"{t:g}" for t in ticks])
     return fig
 
 

@@ -7,7 +7,7 @@ import streamlit as st
 import figures
 from app import state
 from app.charts import chart, table
-from app.common import MAX_PROMPT_CHARS, encode, header, need_models, probe, sidebar
+from app.common import MAX_PROMPT_CHARS, encode, header, need_models, plain, probe, sidebar
 from app.models import get_model
 
 METRICS = {
@@ -37,20 +37,22 @@ def main() -> None:
         key="position",
     )
     state.keep("metric", "position")
-    for i, (entry, column) in enumerate(zip(settings.models, st.columns(len(settings.models)), strict=True)):
-        with column:
-            prompt = encode(entry, settings)
-            lens = probe("logit_lens", entry, settings) if prompt is not None else None
-            if lens is None:
-                continue
-            tokenizer = get_model(entry).tokenizer
-            fig = figures.logit_lens_heatmap(
-                lens, st.session_state["metric"], entry.name, prompt.tokens, tokenizer
-            )
-            chart(fig, f"lens_heatmap_{i}", data=lens)
-            position = max(st.session_state["position"], -len(prompt.ids))
-            st.caption(f"{entry.name}: top predictions at position {len(prompt.ids) + position}")
-            table(figures.logit_lens_table(lens, position, tokenizer), f"lens_table_{i}")
+    for i, entry in enumerate(settings.models):  # one under the other: each heatmap is one row per site
+        render_model(i, entry, settings)
+
+
+def render_model(i: int, entry, settings) -> None:
+    """One model's heatmap over the prompt, then its table of top predictions at one position."""
+    prompt = encode(entry, settings)
+    lens = probe("logit_lens", entry, settings) if prompt is not None else None
+    if lens is None:
+        return
+    tokenizer = get_model(entry).tokenizer
+    fig = figures.logit_lens_heatmap(lens, st.session_state["metric"], entry.name, prompt.tokens, tokenizer)
+    chart(fig, f"lens_heatmap_{i}", data=lens)
+    position = max(st.session_state["position"], -len(prompt.ids))
+    st.caption(f"{plain(entry.name)}: top predictions at position {len(prompt.ids) + position}")
+    table(figures.logit_lens_table(lens, position, tokenizer), f"lens_table_{i}")
 
 
 if __name__ == "__main__":

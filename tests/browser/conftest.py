@@ -37,7 +37,7 @@ CHROMIUM_ARGS = [
 ]
 START_TIMEOUT_S = 90
 TIMEOUT_MS = 60_000  # per wait: the probes run on a slow CPU
-VIEWPORT = {"width": 1400, "height": 900}
+VIEWPORT = {"width": 1500, "height": 1000}
 SHORT_PROMPT = "To be, or not"
 SHIPPED = ("PreNorm", "Full AttnRes", "Block AttnRes")
 

@@ -202,7 +202,6 @@ def test_html_in_the_prompt_is_shown_as_text(new_page, app_url, ui):
     _assert_not_run(reloaded)
 
 
-@pytest.mark.xfail(reason="app/common.py plain() escapes '>' twice, so a notice shows '&gt;'", strict=False)
 def test_notices_show_angle_brackets_verbatim(new_page, app_url, ui):
     expect = _expect()
     page = new_page()

@@ -46,9 +46,9 @@ PAGES = [
         "Retrieval",
         [
             "Who reads whom — PreNorm (prenorm)",
-            "Fig. 9 — depth-mixing matrix, PreNorm (prenorm)",
+            "Fig. 9 — PreNorm (prenorm)",
             "Who reads whom — Full AttnRes (full)",
-            "Fig. 9 — depth-mixing matrix, Full AttnRes (full)",
+            "Fig. 9 — Full AttnRes (full)",
         ],
     ),
     (
