@@ -7,7 +7,7 @@ TIMEOUT_MS = 90_000  # training starts on a busy 2-core CPU
 
 POINTS = """() => {
   const plot = [...document.querySelectorAll('.js-plotly-plot')]
-    .find(p => (p.layout?.title?.text || '').startsWith('Training loss'));
+    .find(p => (p.layout?.title?.text || '').includes('Training loss'));
   return plot ? Math.max(0, ...plot.data.map(trace => (trace.x || []).length)) : 0;
 }"""
 
