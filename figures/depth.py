@@ -22,6 +22,7 @@ from .style import (
     model_title,
     safe_label,
     safe_labels,
+    sparse_ticks,
     weight_zmax,
 )
 
@@ -139,9 +140,11 @@ def depth_heatmaps(dws, names, panel: str = "all", zmax: float | None = None, to
         rows=1, cols=len(dws), subplot_titles=titles, horizontal_spacing=0.04, shared_yaxes=same_rows
     )
     for col, dw in enumerate(dws, start=1):
-        fig.add_trace(_heatmap(dw, panel, token), row=1, col=col)
+        heatmap = _heatmap(dw, panel, token)
+        fig.add_trace(heatmap, row=1, col=col)
         fig.update_yaxes(autorange="reversed", row=1, col=col)
-        fig.update_xaxes(title_text="source", row=1, col=col)
+        ticks = sparse_ticks(heatmap.x, 4 if len(heatmap.x) > 10 else 1)  # level labels, same height
+        fig.update_xaxes(title_text="source", tickangle=0, tickvals=ticks, row=1, col=col)
     fig.update_yaxes(title_text="consumer site", row=1, col=1)
     title = f"Depth-attention weights — {PANELS[panel]} · {_token_note(None, token)}"
     layout(fig, title, subtitle="one colour scale shared by the models")

@@ -145,8 +145,8 @@ def _block_sum_trace(retrieval) -> go.Scatter | None:
 
 def _legend_entries(fig: go.Figure) -> None:
     for kind, text in (
-        ("attn", "into attention input"),
-        ("mlp", "into MLP input"),
+        ("attn", "into attention"),
+        ("mlp", "into MLP"),
         ("readout", "into readout"),
     ):
         fig.add_trace(

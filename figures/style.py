@@ -76,7 +76,7 @@ def weight_zmax(*arrays, zmax: float | None = None) -> float:
     return top
 
 
-SUBTITLE = '<br><span style="font-size:11px;font-weight:normal">{}</span>'
+SUBTITLE_FONT = {"size": 11, "color": "#555"}
 LEGEND = {"orientation": "h", "x": 0.0, "xanchor": "left", "yref": "container", "y": 0.0, "yanchor": "bottom"}
 
 
@@ -91,18 +91,28 @@ def layout(
 ) -> go.Figure:
     """Applies the shared layout (font, white template, margins) and the title and axis titles.
 
-    The title stays short enough for a third-width column; details go in ``subtitle``, a second
-    line in a smaller font. Legends lie horizontally under the plot, so the plot keeps its width.
+    The title stays short enough for a third-width column; details go in ``subtitle``
+    (``layout.title.subtitle``), a smaller line under it ("<br>" for more lines). Legends lie
+    horizontally under the plot, so the plot keeps its width.
     Call it after the traces are added: the bottom margin is sized to the legend's entries.
     """
-    text = title + "".join(SUBTITLE.format(line) for line in subtitle.split("<br>") if line)
-    lines = text.count("<br>") + 1
+    sub_lines = subtitle.count("<br>") + 1 if subtitle else 0
+    lines = title.count("<br>") + 1
     legend_rows = _legend_rows(fig)
     fig.update_layout(
-        title={"text": text, "x": 0.01, "xanchor": "left", "yref": "container", "y": 0.995, "yanchor": "top"},
+        title={
+            "text": title,
+            "subtitle": {"text": subtitle, "font": SUBTITLE_FONT},
+            "x": 0.01,
+            "xanchor": "left",
+            "yref": "container",
+            "y": 1.0,
+            "yanchor": "top",
+            "pad": {"t": 12},
+        },
         template="plotly_white",
         font=FONT,
-        margin={"l": 70, "r": 30, "t": 36 + 18 * lines, "b": 60 + 22 * legend_rows},
+        margin={"l": 70, "r": 30, "t": 32 + 22 * lines + 15 * sub_lines, "b": 60 + 22 * legend_rows},
         hoverlabel={"font": {"family": "monospace"}},
         legend=LEGEND,
         **kwargs,

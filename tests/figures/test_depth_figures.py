@@ -40,12 +40,12 @@ def test_panels_token_view_and_prenorm_label(tiny_results):
     dw = tiny_results["prenorm"]["depth"]
     attn = figures.depth_heatmap(dw, "p", panel="attn")
     assert all(label.endswith("(attn)") for label in attn.data[0].y)
-    assert PRENORM_NOTE in attn.layout.title.text
+    assert PRENORM_NOTE in attn.layout.title.subtitle.text
     np.testing.assert_array_equal(heatmap_z(attn)[np.isfinite(heatmap_z(attn))], 1.0)
     one = figures.depth_heatmap(tiny_results["full"]["depth"], "f", panel="mlp", token=2)
     view = tiny_results["full"]["depth"].view("mlp")
     np.testing.assert_array_equal(heatmap_z(one), view.per_token[0, 2].astype(np.float64))
-    assert "token #2" in one.layout.title.text
+    assert "token #2" in one.layout.title.subtitle.text
     with pytest.raises(ValueError, match="panel"):
         figures.depth_heatmap(dw, panel="nope")
 
