@@ -4,7 +4,6 @@ from __future__ import annotations
 
 import math
 
-import pandas as pd
 import streamlit as st
 
 from figures import export
@@ -91,16 +90,22 @@ def chart(fig, stem: str, data=None, rows=None) -> None:
     download_row(stem, fig=fig, data=data, rows=rows)
 
 
-def _cell(value) -> str:
-    """How a table cell reads: '—' for a missing number (None, NaN), floats without trailing noise."""
-    if value is None or (isinstance(value, float) and not math.isfinite(value)):
-        return EMPTY_CELL
-    return f"{value:.6g}" if isinstance(value, float) else value
+def _is_missing(value) -> bool:
+    return value is None or (isinstance(value, float) and not math.isfinite(value))
 
 
-def _shown(rows: list[dict]):
-    """The rows as a styled frame: numbers stay numbers (sorting, alignment), gaps read '—'."""
-    return pd.DataFrame(rows).style.format(_cell, na_rep=EMPTY_CELL)
+def _shown(rows: list[dict]) -> list[dict]:
+    """The rows as the table shows them: a column with gaps (no third source, a NaN cosine, no
+    next token to rank) reads '—' there; Streamlit would print "None". Downloads keep the numbers."""
+    columns = list(dict.fromkeys(key for row in rows for key in row))
+    gappy = {c for c in columns if any(_is_missing(row.get(c)) for row in rows)}
+    return [
+        {
+            c: (str(EMPTY_CELL if _is_missing(row.get(c)) else row[c]) if c in gappy else row[c])
+            for c in columns
+        }
+        for row in rows
+    ]
 
 
 def table(rows: list[dict], stem: str, data=None) -> None:

@@ -113,6 +113,7 @@ def attribution_heatmap(attr, prompt_index: int = 0):
             zmin=-bound,
             zmax=bound,
             colorscale=DIVERGING_COLORSCALE,
+            colorbar={"title": {"text": "Δ log p", "side": "right"}},
             hovertemplate="site %{y}<br>source %{customdata}<br>attribution %{z}<extra></extra>",
             xgap=1,
             ygap=1,

@@ -131,15 +131,18 @@ def sparse_ticks(labels, step: int) -> list[str]:
 
 
 def log_ticks(*arrays) -> list[float]:
-    """Tick values for a log axis: 1-2-5 in each decade the finite positive data span, or only the
-    powers of 10 when they span more than three decades (no crowded minor labels 2..9)."""
+    """Tick values for a log axis: the sparsest of powers of 10, 1-2-5 per decade, or 1..9 per
+    decade that labels at least three values inside the data (no crowded minor labels 2..9)."""
     values = np.concatenate([np.asarray(a, dtype=float).ravel() for a in arrays] or [np.zeros(0)])
     values = values[np.isfinite(values) & (values > 0)]
     if not values.size:
         return [1.0]
     low, high = math.floor(math.log10(values.min())), math.ceil(math.log10(values.max()))
-    steps = (1,) if high - low > 3 else (1, 2, 5)
-    ticks = [m * 10.0**e for e in range(low, high + 1) for m in steps]
+    for steps in ((1,), (1, 2, 5), tuple(range(1, 10))):  # the sparsest that labels 3 values
+        ticks = [m * 10.0**e for e in range(low, high + 1) for m in steps]
+        inside = [t for t in ticks if values.min() <= t <= values.max()]
+        if len(inside) >= 3:
+            break
     return [t for t in ticks if values.min() / 2.5 <= t <= values.max() * 2.5]
 
 

@@ -60,7 +60,7 @@ def render_norms_and_retrieval(settings: Settings) -> None:
     names = names_of(settings)
     norms = [probe("stream_norms", entry, settings) for entry in settings.models]
     retrievals = [probe("depth_retrieval", entry, settings) for entry in settings.models]
-    left, right = st.columns(2)
+    left, right = st.columns([2, 3])  # the table's six columns need the wider half
     with left:
         if all(n is not None for n in norms):
             chart(
