@@ -35,8 +35,10 @@ def test_json_follows_the_design_schema(tiny_run):
     expected_inference = {("inference", "prenorm", "sequential")} | {
         ("inference", r, i) for r in ("full", "block") for i in ("sequential", "two_phase")
     }
-    assert expected_inference | {("train", "prenorm", "sequential"), ("train", "full", "two_phase"),
-                                 ("train", "block", "two_phase")} == got  # fmt: skip
+    expected_train = {("train", "prenorm", "sequential")} | {
+        ("train", r, i) for r in ("full", "block") for i in ("sequential", "two_phase")
+    }
+    assert expected_inference | expected_train == got
     for r in rows:
         assert (r["batch"], r["seq"], r["shape"]) == (2, 16, "tiny")
         assert r["median_ms"] > 0 and r["peak_mem_mb"] is None  # no allocator statistics on CPU
@@ -53,7 +55,10 @@ def test_prenorm_rows_are_the_unit(tiny_run):
 
 def test_paths_agree_and_targets_are_reported(tiny_run):
     _, result = tiny_run
-    assert len(result["checks"]) == 2  # full and block two_phase; "fused" rows only where it runs
+    # full and block: two_phase and the default path; "fused" rows only where it runs
+    assert [(c["residual"], c["depth_impl"]) for c in result["checks"]] == [
+        ("full", "two_phase"), ("full", "default"), ("block", "two_phase"), ("block", "default")
+    ]  # fmt: skip
     assert all(c["max_abs_diff_vs_sequential"] < 1e-5 for c in result["checks"])
     assert [t["name"] for t in result["targets"]] == [
         "block_inference_overhead", "full_inference_overhead", "two_phase_speedup", "block_train_overhead"
