@@ -22,6 +22,7 @@ from pathlib import Path
 import torch
 
 from attnres import Model, ModelConfig
+from benchmarks.harness import cpu_name
 
 SHAPE = dict(vocab_size=96, block_size=256, n_layer=8, n_head=4, d_model=128)
 BATCH, SEQ = 4, 256
@@ -32,17 +33,6 @@ VARIANTS = [  # (residual, S, depth_impl); the first is the baseline of every ra
     ("full", None, "two_phase"),
     ("full", None, "sequential"),
 ]
-
-
-def cpu_name() -> str:
-    """The CPU's model name (from /proc/cpuinfo on Linux), else what platform knows."""
-    try:
-        for line in Path("/proc/cpuinfo").read_text().splitlines():
-            if line.startswith("model name"):
-                return line.split(":", 1)[1].strip()
-    except OSError:
-        pass
-    return platform.processor() or platform.machine()
 
 
 def build_models() -> list[Model]:

@@ -21,6 +21,7 @@ from pathlib import Path
 import torch
 
 from attnres import load_model
+from benchmarks.harness import cpu_name
 from probes.sweep import PROBES, full_sweep
 
 ROOT = Path(__file__).resolve().parents[1]
@@ -31,17 +32,6 @@ PROMPT = (
     "Arise, fair sun, and kill the envious moon, who is already sick and pale with grief, that thou "
     "her maid art far more fair than she. Be not her maid, since she is envious."
 )[:256]
-
-
-def cpu_name() -> str:
-    """The CPU's model name from /proc/cpuinfo, or 'cpu'."""
-    try:
-        for line in Path("/proc/cpuinfo").read_text().splitlines():
-            if line.startswith("model name"):
-                return line.split(":", 1)[1].strip()
-    except OSError:
-        pass
-    return "cpu"
 
 
 def _row(model: str, probe: str, samples: list[float]) -> dict:
