@@ -52,36 +52,20 @@ def download_row(stem: str, fig=None, data=None, rows=None) -> None:
         if st.session_state.get(PNG_BROKEN):
             columns[0].caption(f"PNG export unavailable ({st.session_state[PNG_BROKEN]}); use HTML.")
         else:
-            columns[0].download_button(
-                "PNG", _png_of(fig), f"{stem}.png", "image/png", key=f"dl_png_{stem}", on_click="ignore"
-            )
-        columns[1].download_button(
-            "HTML",
-            lambda: _as_bytes(export.to_html(fig)),
-            f"{stem}.html",
-            "text/html",
-            key=f"dl_html_{stem}",
-            on_click="ignore",
-        )
+            _download(columns[0], "PNG", _png_of(fig), stem, "png", "image/png")
+        _download(columns[1], "HTML", lambda: _as_bytes(export.to_html(fig)), stem, "html", "text/html")
     if data is not None:
         payload = _payload(data)
-        columns[2].download_button(
-            "JSON",
-            lambda: _as_bytes(export.to_json(payload)),
-            f"{stem}.json",
-            "application/json",
-            key=f"dl_json_{stem}",
-            on_click="ignore",
+        _download(
+            columns[2], "JSON", lambda: _as_bytes(export.to_json(payload)), stem, "json", "application/json"
         )
     if rows:
-        columns[3].download_button(
-            "CSV",
-            lambda: _as_bytes(export.to_csv(rows)),
-            f"{stem}.csv",
-            "text/csv",
-            key=f"dl_csv_{stem}",
-            on_click="ignore",
-        )
+        _download(columns[3], "CSV", lambda: _as_bytes(export.to_csv(rows)), stem, "csv", "text/csv")
+
+
+def _download(column, label: str, content, stem: str, ext: str, mime: str) -> None:
+    """One download button; its file is <stem>.<ext> and its widget key dl_<ext>_<stem>."""
+    column.download_button(label, content, f"{stem}.{ext}", mime, key=f"dl_{ext}_{stem}", on_click="ignore")
 
 
 def chart(fig, stem: str, data=None, rows=None) -> None:
