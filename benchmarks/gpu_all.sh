@@ -6,13 +6,7 @@
 #    into $OUT if set (the device tool's output folder), else benchmarks/results/.
 # Exit status: non-zero if either step failed; the benchmark runs even when a test fails.
 set -uo pipefail
-cd "$(dirname "$0")/.."
-
-out_dir="${OUT:-benchmarks/results}"
-mkdir -p "$out_dir"
-name="$(python3 -c 'import torch; n = torch.cuda.get_device_name(0).lower().split(); print("gpu-" + "-".join(w for w in n if w not in ("nvidia", "hbm3", "80gb")))' 2>/dev/null || echo gpu)"
-nvidia-smi --query-gpu=name,memory.total,driver_version --format=csv,noheader || true
-python3 -c 'import torch, triton; print("torch", torch.__version__, "triton", triton.__version__)' || true
+source "$(dirname "$0")/gpu_env.sh"
 
 echo "== kernel tests" >&2
 python3 -m pytest -q -p no:cacheprovider tests/attnres/test_kernels.py 2>&1 | tee "$out_dir/$name-kernel-tests.txt"
