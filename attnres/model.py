@@ -288,15 +288,14 @@ class Model(nn.Module):
         raise AssertionError("unreachable")
 
     def _mix(self, l: int, sources: list[Tensor], stream: Tensor, mixer: Mixer | None):
-        weights = None
+        if self.config.residual == "prenorm" and mixer is None:
+            return stream, None
+        stacked, weights = torch.stack(sources), None  # [K, B, T, d]
         if self.config.residual != "prenorm":
-            stacked = torch.stack(sources)  # [K, B, T, d]
             weights = self.site(l).weights(stacked)  # [B, T, K]
             if mixer is None:
                 return torch.einsum("btk,kbtd->btd", weights, stacked), weights
-        elif mixer is None:
-            return stream, None
-        return mixer(l, torch.stack(sources), weights), weights
+        return mixer(l, stacked, weights), weights
 
     def _groups(self) -> list[range]:
         """Sites batched together by the two-phase path: Block's blocks, Full's chunks, readout."""

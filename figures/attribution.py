@@ -120,7 +120,8 @@ def attribution_heatmap(attr, prompt_index: int = 0):
         )
     )
     total = float(np.nansum(attr.attribution[prompt_index]))
-    subtitle = f"{_target(attr, prompt_index)} · sum {total:.3f}"
+    gap = float(attr.convergence_delta[prompt_index])
+    subtitle = f"{_target(attr, prompt_index)} · sum {total:.3f} (completeness error {gap:+.1e})"
     layout(fig, "IG attribution per depth gate", "source", "consumer site", subtitle=subtitle)
     _thin_x(fig, safe_labels(columns))
     fig.update_yaxes(autorange="reversed")

@@ -18,6 +18,10 @@ BUTTONS = {
     "argmax": "Force argmax",
     "plain_sum": "Plain residual",
 }
+STEPS = [8, 16, 32, 64]
+# Completeness error |sum of attributions - (f(1) - f(0))| on the shipped trio, 256-character prompt:
+# 16 steps up to 0.13 nats (Full), 32 steps under 2e-3.
+STEPS_HELP = "Gauss-Legendre steps of the integral; the caption shows how far the sum is from exact."
 HISTORY = "ablations"  # session-state list of (model key, prompt, site, mode, source)
 
 
@@ -36,14 +40,22 @@ def site_and_source(attr) -> tuple[int, str]:
 
 def render_attribution(entry: ModelEntry, settings: Settings):
     """Attribution per source of the chosen site beside its routing weight; returns the result."""
-    state.init("n_steps", 16, state.choice_of([8, 16, 32]), parse=int)
-    st.select_slider("Integration steps", [8, 16, 32], key="n_steps")
+    state.init("n_steps", 32, state.choice_of(STEPS), parse=int)
+    st.select_slider("Integration steps", STEPS, key="n_steps", help=STEPS_HELP)
     state.keep("n_steps")
     attr = probe("gate_attribution", entry, settings, n_steps=st.session_state["n_steps"])
     if attr is None:
         return None, None
     site, source = site_and_source(attr)
-    st.caption(plain(f"Explaining the prediction {attr.target_tokens[0]!r} at the prompt's last position."))
+    st.caption(
+        plain(
+            f"Explaining the prediction {attr.target_tokens[0]!r} at the prompt's last position. "
+            "Each gate moves the value read along one route from the source's mean over the prompt "
+            "(gate 0) to the source itself (gate 1); attributions sum to log p(model) − log p(means) "
+            f"= {attr.logprob_model[0] - attr.logprob_baseline[0]:+.3f} nats, "
+            f"to within {abs(attr.convergence_delta[0]):.1e} at {attr.n_steps} steps."
+        )
+    )
     left, right = st.columns(2)
     with left:
         chart(figures.attribution_vs_weight(attr, site), "attribution_site", data=attr)
