@@ -27,7 +27,6 @@ from torch import Tensor
 
 from ._common import ProbeResult, expect_shape, last_positions, pad_last, to_numpy, trace
 
-
 # Rows x positions per forward/backward of the integrand. On a 2-thread CPU the Full sample model's
 # 32-step attribution of a 256-character prompt took 5.1-7.1 s in one evaluation of 8,192 tokens and
 # 1.6-1.8 s in chunks of 4,096 or fewer (the [K, rows, T, d] source stacks stop thrashing memory).
