@@ -74,7 +74,7 @@ def probe_sweep_timing(models: dict, device: torch.device, repeats: int, warm_up
     Skipped, with a note, where the probes package (or one of its dependencies) is absent.
     """
     try:
-        from probes.sweep import full_sweep
+        from probes.sweep import COMPARE_VIEW, full_sweep
     except Exception as exc:
         return {
             "status": "skipped",
@@ -97,6 +97,8 @@ def probe_sweep_timing(models: dict, device: torch.device, repeats: int, warm_up
         timed = [s.seconds[residual] for s in sweeps[int(warm_up) :]]
         per_probe = {p: round(statistics.median(t[p] for t in timed) * 1000, 2) for p in timed[0]}
         total = statistics.median(sum(t.values()) for t in timed) * 1000
-        rows.append({"residual": residual, "median_ms": round(total, 2), "probes_ms": per_probe})
+        compare = statistics.median(sum(t[p] for p in COMPARE_VIEW) for t in timed) * 1000
+        rows.append({"residual": residual, "median_ms": round(total, 2), "probes_ms": per_probe,
+                     "compare_view_ms": round(compare, 2)})  # fmt: skip
     return {"status": "ok", "function": "probes.sweep.full_sweep", "prompt_chars": len(PROMPT),
             "warm": warm_up, "rows": rows}  # fmt: skip

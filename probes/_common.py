@@ -168,8 +168,13 @@ def trace(model, inputs) -> Trace:
 
     Args:
         model: an ``attnres.Model`` (any residual rule, any device).
-        inputs: anything ``make_batch`` accepts.
+        inputs: anything ``make_batch`` accepts, or a Trace of this model, returned as it is (so
+            several probes can share one forward pass).
     """
+    if isinstance(inputs, Trace):
+        if inputs.model is not model:
+            raise ValueError("this trace was made by another model; trace the inputs with this one")
+        return inputs
     batch = make_batch(model, inputs)
     out = model(batch.tokens, return_internals=True, depth_impl="sequential")
     it = out.internals

@@ -17,9 +17,13 @@ from .gradients import gradient_norms
 from .lens import logit_lens
 from .norms import stream_norms
 from .prompt import encode_prompt
+from ._common import trace
 from .retrieval import depth_retrieval
 
 PROBES = ("depth", "norms", "retrieval", "gradients", "attribution", "ablation", "lens")
+TRACED = ("depth", "norms", "retrieval", "attribution", "lens")  # read probes._common.trace
+# What the app's Compare page shows: depth heatmaps, norm growth, the retrieval table.
+COMPARE_VIEW = ("depth", "norms", "retrieval")
 # Ablations run at the output readout (site L+1), one per mode; zero_source removes the embedding.
 ABLATIONS = (("uniform", None), ("argmax", None), ("plain_sum", None), ("zero_source", "emb"))
 
@@ -37,8 +41,13 @@ class Sweep:
         return sum(self.seconds[name].values())
 
 
-def _run_probe(probe: str, model, text: str, attribution_steps: int):
-    """One probe's result: a probe result, or a tuple of them (depth + sinks; ablations)."""
+def _run_probe(probe: str, model, text: str, attribution_steps: int, shared: dict):
+    """One probe's result: a probe result, or a tuple of them (depth + sinks; ablations). The probes
+    that read a no-grad trace share one, made by the first of them (its time counts there)."""
+    if probe in TRACED:
+        if "trace" not in shared:
+            shared["trace"] = trace(model, text)
+        text = shared["trace"]
     if probe == "depth":
         weights = depth_weights(model, text)
         return weights, depth_sinks(weights)
@@ -87,10 +96,10 @@ def full_sweep(
     sweep = Sweep()
     for name, model in models.items():
         sweep.prompts[name] = encode_prompt(model, text)
-        sweep.results[name], sweep.seconds[name] = {}, {}
+        sweep.results[name], sweep.seconds[name], shared = {}, {}, {}
         for probe in probes:
             start = time.perf_counter()
-            sweep.results[name][probe] = _run_probe(probe, model, text, attribution_steps)
+            sweep.results[name][probe] = _run_probe(probe, model, text, attribution_steps, shared)
             sweep.seconds[name][probe] = time.perf_counter() - start
             if on_step is not None:
                 on_step(name, probe)

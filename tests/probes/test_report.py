@@ -110,3 +110,16 @@ def test_report_renders_in_a_browser_without_network(report):
                "--virtual-time-budget=10000", "--dump-dom", (out / "report.html").as_uri()]  # fmt: skip
     dom = subprocess.run(command, capture_output=True, text=True, timeout=120).stdout
     assert dom.count('class="main-svg"') >= 20  # plotly drew the figures with the inlined bundle
+
+
+def test_probes_share_one_trace_and_refuse_another_models():
+    from attnres import load_model
+    from probes import depth_retrieval, depth_weights, logit_lens, stream_norms, trace
+
+    block, full = load_model(MODELS[2]), load_model(MODELS[1])
+    shared = trace(block, "To be, or not")
+    for probe in (depth_weights, stream_norms, depth_retrieval, logit_lens):
+        a, b = probe(block, shared).to_dict(), probe(block, "To be, or not").to_dict()
+        assert json.dumps(a, sort_keys=True) == json.dumps(b, sort_keys=True)
+    with pytest.raises(ValueError, match="another model"):
+        depth_weights(full, shared)
