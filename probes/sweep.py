@@ -10,6 +10,7 @@ import time
 from collections.abc import Callable, Mapping, Sequence
 from dataclasses import dataclass, field
 
+from ._common import trace
 from .ablation import ablate
 from .attribution import gate_attribution
 from .depth import depth_sinks, depth_weights
@@ -17,7 +18,6 @@ from .gradients import gradient_norms
 from .lens import logit_lens
 from .norms import stream_norms
 from .prompt import encode_prompt
-from ._common import trace
 from .retrieval import depth_retrieval
 
 PROBES = ("depth", "norms", "retrieval", "gradients", "attribution", "ablation", "lens")

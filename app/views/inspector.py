@@ -77,7 +77,7 @@ def load_from_upload() -> None:
 
 
 def render_report(model) -> None:
-    """Import report: format, source, and the mapped / ignored / missing keys."""
+    """Import report: format, source, and the mapped / ignored / missing / tied keys."""
     report = getattr(model, "import_report", None)
     if report is None:
         st.caption("No import report.")
@@ -89,12 +89,11 @@ def render_report(model) -> None:
         "Trained steps", "unknown" if report.trained_steps is None else f"{report.trained_steps:,}"
     )
     st.text(report.architecture)
-    with st.expander(
-        f"Keys: {len(report.mapped)} mapped, {len(report.ignored)} ignored, {len(report.missing)} missing"
-    ):
+    with st.expander(f"Keys: {report.key_counts()}"):
         table([{"in the file": a, "ours": b} for a, b in report.mapped], "inspector_mapped")
         table([{"ignored": k} for k in report.ignored], "inspector_ignored")
         table([{"missing": k} for k in report.missing], "inspector_missing")
+        table([{"tied": k} for k in report.tied], "inspector_tied")
     for note in report.notes:
         st.info(plain(note))
 

@@ -52,15 +52,17 @@ def model_args_of(data: dict, source: Path, key: str = "model_args") -> dict:
 
 
 def tie_head(ours: dict, tied_by_config: bool | None, source: Path) -> tuple[bool, list[str]]:
-    """Decides weight tying from the tensors: an absent or identical lm_head is tied to wte."""
+    """Decides weight tying from the tensors: an absent or identical lm_head is tied to wte.
+
+    Returns (tied, the report's ``tied`` entries)."""
     head, wte = ours.get("lm_head.weight"), ours.get("wte.weight")
     if head is None:
         if tied_by_config is False:
             raise CheckpointError(f"{source} has no lm_head.weight but its config says the head is not tied.")
-        return True, ["lm_head.weight (tied to wte.weight, as GPT-2 does)"]
+        return True, ["lm_head.weight = wte.weight (the file has no head; GPT-2 ties them)"]
     if wte is not None and head.shape == wte.shape and torch.equal(head, wte):
         del ours["lm_head.weight"]
-        return True, []
+        return True, ["lm_head.weight = wte.weight (the file holds two identical copies)"]
     if tied_by_config:
         raise CheckpointError(
             f"{source}: lm_head.weight differs from wte.weight although the config ties them."
@@ -100,6 +102,7 @@ def finish(fields: dict, ours: dict, source: Path, tokenizer, allow_nonfinite: b
         mapped=tuple(report["mapped"]),
         ignored=tuple(report["ignored"]),
         missing=tuple(report.get("missing", ())),
+        tied=tuple(report.get("tied", ())),
         conventions=tuple(report.get("conventions", ())),
         trained_steps=report.get("trained_steps"),
         notes=tuple(report.get("notes", ())),
@@ -116,7 +119,7 @@ def import_nanogpt(path: Path, data: dict, allow_nonfinite: bool):
     """nanoGPT ``ckpt.pt``: {"model": state_dict, "model_args": {...}, "iter_num", ...}."""
     state, args = state_dict_of(data, path), model_args_of(data, path)
     ours, mapped, ignored = apply_rules(state, gpt2_rules(conv1d=False), GPT2_IGNORED, path, args["n_layer"])
-    tied, missing = tie_head(ours, None, path)
+    tied, tied_keys = tie_head(ours, None, path)
     notes: list[str] = []
     tokenizer = tokenizer_beside(path.parent, notes)
     bias = bool(args.get("bias", True))
@@ -137,7 +140,7 @@ def import_nanogpt(path: Path, data: dict, allow_nonfinite: bool):
         format="nanogpt",
         mapped=mapped,
         ignored=ignored,
-        missing=missing,
+        tied=tied_keys,
         trained_steps=steps_of(data),
         notes=notes,
     )
@@ -211,8 +214,8 @@ def import_hf_gpt2(directory: Path, allow_nonfinite: bool):
     ours, mapped, ignored = apply_rules(
         state, gpt2_rules(conv1d=True), GPT2_IGNORED, source, fields["n_layer"]
     )
-    tied, missing = tie_head(ours, raw.get("tie_word_embeddings", True), source)
+    tied, tied_keys = tie_head(ours, raw.get("tie_word_embeddings", True), source)
     notes: list[str] = []
     tokenizer = tokenizer_beside(directory, notes)
-    report = dict(format="hf-gpt2", mapped=mapped, ignored=ignored, missing=missing, notes=notes)
+    report = dict(format="hf-gpt2", mapped=mapped, ignored=ignored, tied=tied_keys, notes=notes)
     return finish({**fields, "tie_embeddings": tied}, ours, source, tokenizer, allow_nonfinite, report)

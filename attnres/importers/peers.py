@@ -104,7 +104,7 @@ def import_repro(path: Path, data: dict, allow_nonfinite: bool):
     fields = _repro_fields(args, path)
     state = _split_queries(state_dict_of(data, path), fields["n_layer"], path)
     ours, mapped, ignored = apply_rules(state, REPRO_RULES, GPT2_IGNORED, path, fields["n_layer"])
-    tied, missing = tie_head(ours, None, path)
+    tied, tied_keys = tie_head(ours, None, path)
     notes: list[str] = []
     tokenizer = tokenizer_beside(path.parent, notes)
     conventions = REPRO_CONVENTIONS + (("attnres_eps (this file)", f"{fields['depth_norm_eps']:g}"),)
@@ -112,7 +112,7 @@ def import_repro(path: Path, data: dict, allow_nonfinite: bool):
         format="nanogpt-attnres-repro",
         mapped=mapped,
         ignored=ignored,
-        missing=missing,
+        tied=tied_keys,
         conventions=conventions,
         trained_steps=steps_of(data),
         notes=notes,

@@ -18,6 +18,7 @@ class ImportReport:
         mapped: (foreign key, our key) pairs; identical pairs for our own format.
         ignored: foreign keys that were not used, each with the reason in parentheses.
         missing: our parameters the file does not hold, each with the convention that filled it.
+        tied: our parameters that share another one's tensor (a tied head), with where it came from.
         conventions: the peer's depth-attention conventions as read from its config (name -> value).
         trained_steps: optimisation steps the checkpoint says it had (None when it does not say).
         notes: anything else a person should know (e.g. a tokenizer that was not found).
@@ -30,6 +31,7 @@ class ImportReport:
     mapped: tuple[tuple[str, str], ...] = ()
     ignored: tuple[str, ...] = ()
     missing: tuple[str, ...] = ()
+    tied: tuple[str, ...] = ()
     conventions: tuple[tuple[str, str], ...] = ()
     trained_steps: int | None = None
     notes: tuple[str, ...] = field(default=())
@@ -40,18 +42,26 @@ class ImportReport:
         if any(len(pair) != 2 for pair in self.mapped):
             raise ValueError("mapped holds (foreign key, our key) pairs")
 
+    def key_counts(self) -> str:
+        """ "N mapped, N ignored, N missing, N tied"."""
+        counts = (len(self.mapped), len(self.ignored), len(self.missing), len(self.tied))
+        return ", ".join(
+            f"{n} {what}" for n, what in zip(counts, ("mapped", "ignored", "missing", "tied"), strict=True)
+        )
+
     def summary(self) -> str:
         """A few lines of plain text (what the app and the CLI show)."""
         lines = [
             f"format: {self.format}  ({self.source})",
             f"architecture: {self.architecture}",
             f"parameters: {self.n_params:,}",
-            f"keys: {len(self.mapped)} mapped, {len(self.ignored)} ignored, {len(self.missing)} missing",
+            f"keys: {self.key_counts()}",
         ]
         if self.trained_steps is not None:
             lines.append(f"trained steps (as the checkpoint says): {self.trained_steps}")
         lines += [f"ignored: {name}" for name in self.ignored]
         lines += [f"missing: {name}" for name in self.missing]
+        lines += [f"tied: {name}" for name in self.tied]
         lines += [f"convention: {name} = {value}" for name, value in self.conventions]
         lines += [f"note: {note}" for note in self.notes]
         return "\n".join(lines)
@@ -79,14 +89,14 @@ def own_format_report(model, directory) -> ImportReport:
     with safe_open(str(Path(directory) / WEIGHTS_FILE), framework="pt") as f:
         names = sorted(f.keys())
     _, raw = read_config(Path(directory))
-    missing = ("lm_head.weight (tied to wte.weight)",) if model.config.tie_embeddings else ()
+    tied = ("lm_head.weight = wte.weight (stored once)",) if model.config.tie_embeddings else ()
     return ImportReport(
         format="attnres-lens",
         source=str(directory),
         architecture=describe(model),
         n_params=model.num_params(),
         mapped=tuple((n, n) for n in names),
-        missing=missing,
+        tied=tied,
         conventions=(
             ("block-size unit", "sublayers"),
             ("key norm", f"RMSNorm with gain, eps={model.config.key_norm_eps:g}"),

@@ -70,7 +70,9 @@ def test_hf_gpt2_directory_matches_transformers(tmp_path, ids):
     assert isinstance(report, ImportReport) and report.format == "hf-gpt2"
     assert report.n_params == sum(p.numel() for p in hf.parameters())
     assert ("transformer.h.1.mlp.c_fc.weight", "blocks.1.mlp.c_fc.weight") in report.mapped
-    assert report.missing == ("lm_head.weight (tied to wte.weight, as GPT-2 does)",)
+    assert report.missing == () and report.tied == (
+        "lm_head.weight = wte.weight (the file has no head; GPT-2 ties them)",
+    )
     assert model.config.activation == "gelu_tanh" and model.config.norm == "layernorm"
     text = "To be, or not to be"
     assert model.tokenizer.decode(model.tokenizer.encode(text)) == text
@@ -174,6 +176,9 @@ def test_nanogpt_ckpt_matches_transformers_with_exact_gelu(tmp_path, ids):
     assert report.format == "nanogpt" and report.trained_steps == 5000
     assert any("causal-mask buffer" in line for line in report.ignored)
     assert model.config.tie_embeddings and model.tokenizer is None
+    assert report.missing == () and report.tied == (
+        "lm_head.weight = wte.weight (the file holds two identical copies)",
+    )
     assert load_model(tmp_path).import_report.format == "nanogpt"  # the directory works too
 
 
@@ -475,3 +480,5 @@ def test_own_format_gets_a_report(tmp_path):
     assert ("out_res.query", "out_res.query") in report.mapped
     assert report.n_params == model.num_params()
     assert "parameters:" in report.summary()
+    assert report.missing == () and report.tied == ("lm_head.weight = wte.weight (stored once)",)
+    assert f"keys: {len(report.mapped)} mapped, 0 ignored, 0 missing, 1 tied" in report.summary()
