@@ -5,8 +5,8 @@ from __future__ import annotations
 import pytest
 import torch
 
-from attnres import Model, ModelConfig
-from attnres.tokenizer import CharTokenizer
+from attnres import Model
+from tests.toys import threads, tiny_model
 
 VOCAB = "\n !',.?abcdefghijklmnopqrstuvwxyzABCDE"  # 38 characters
 
@@ -22,18 +22,9 @@ def build_model(
 ) -> Model:
     """A tiny model; with randomize_depth the zero-initialised queries and the key-norm gains
     get random values, so depth attention is far from uniform and every parameter matters."""
-    torch.manual_seed(seed)
-    config = ModelConfig(
-        vocab_size=len(VOCAB),
-        block_size=16,
-        n_layer=n_layer,
-        n_head=2,
-        d_model=d_model,
-        residual=residual,
-        attnres_block_size=S,
-        **fields,
+    model = tiny_model(
+        residual, S, vocab=VOCAB, n_layer=n_layer, d_model=d_model, block_size=16, seed=seed, **fields
     )
-    model = Model(config, tokenizer=CharTokenizer(VOCAB))
     if randomize_depth:
         randomize_depth_params(model, seed)
     return model.eval()
@@ -58,10 +49,8 @@ def random_tokens(B: int = 2, T: int = 8, seed: int = 0) -> torch.Tensor:
 @pytest.fixture
 def one_thread():
     """Tiny tensors run faster on one thread than on several that wait for each other."""
-    threads = torch.get_num_threads()
-    torch.set_num_threads(1)
-    yield
-    torch.set_num_threads(threads)
+    with threads(1):
+        yield
 
 
 @pytest.fixture

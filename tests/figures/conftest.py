@@ -5,10 +5,10 @@ from __future__ import annotations
 from pathlib import Path
 
 import pytest
-import torch
 
 import probes
-from attnres import CharTokenizer, Model, ModelConfig, load_model
+from attnres import Model, load_model
+from tests.toys import threads, tiny_model
 
 VOCAB = "abcdefghilprst <>/()\n"
 SAMPLES = Path(__file__).resolve().parents[2] / "sample_models"
@@ -18,31 +18,16 @@ PROMPT = "To be, or not to be"
 
 def tiny(residual: str, block: int | None = None, n_layer: int = 2, seed: int = 0) -> Model:
     """A random tiny model; depth queries randomised so AttnRes routing is not uniform."""
-    torch.manual_seed(seed)
-    config = ModelConfig(
-        vocab_size=len(VOCAB),
-        block_size=32,
-        n_layer=n_layer,
-        n_head=2,
-        d_model=16,
-        residual=residual,
-        attnres_block_size=block,
+    return tiny_model(
+        residual, block, vocab=VOCAB, n_layer=n_layer, d_model=16, block_size=32, seed=seed, query_std=1.0
     )
-    model = Model(config, CharTokenizer(VOCAB)).eval()
-    with torch.no_grad():
-        for name, p in model.named_parameters():
-            if name.endswith("res.query"):
-                p.normal_(0.0, 1.0)
-    return model
 
 
 @pytest.fixture(scope="session", autouse=True)
 def one_thread():
     """Tiny models run fastest on one thread; restored afterwards."""
-    threads = torch.get_num_threads()
-    torch.set_num_threads(1)
-    yield
-    torch.set_num_threads(threads)
+    with threads(1):
+        yield
 
 
 @pytest.fixture(scope="session")

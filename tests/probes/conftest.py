@@ -10,7 +10,8 @@ from __future__ import annotations
 import pytest
 import torch
 
-from attnres import CharTokenizer, Model, ModelConfig
+from attnres import Model
+from tests.toys import threads, tiny_model
 
 VOCAB = "abcdefgh ?"
 RULES = [("prenorm", None), ("full", None), ("block", 2), ("block", 3)]
@@ -26,23 +27,10 @@ def build(
     block_size: int = 16,
 ) -> Model:
     """A random tiny model in eval mode (queries randomised too, so AttnRes routing is not uniform)."""
-    torch.manual_seed(seed)
-    config = ModelConfig(
-        vocab_size=len(VOCAB),
-        block_size=block_size,
-        n_layer=n_layer,
-        n_head=2,
-        d_model=d_model,
-        residual=residual,
-        attnres_block_size=block,
-        bias=bias,
-    )
-    model = Model(config, CharTokenizer(VOCAB)).eval()
-    with torch.no_grad():
-        for name, p in model.named_parameters():
-            if name.endswith("res.query"):
-                p.normal_(0.0, 1.0)
-    return model
+    return tiny_model(
+        residual, block, vocab=VOCAB, n_layer=n_layer, d_model=d_model, block_size=block_size, seed=seed,
+        query_std=1.0, bias=bias,
+    )  # fmt: skip
 
 
 def bias_toy(residual: str = "full", block: int | None = None, n_layer: int = 3, d_model: int = 16) -> Model:
@@ -77,10 +65,8 @@ def force_reading(model: Model, site: int, label: str, scale: float = 20.0) -> N
 @pytest.fixture(scope="package", autouse=True)
 def one_thread():
     """Tiny models run fastest on one thread (and do not fight a busy machine); restored afterwards."""
-    threads = torch.get_num_threads()
-    torch.set_num_threads(1)
-    yield
-    torch.set_num_threads(threads)
+    with threads(1):
+        yield
 
 
 @pytest.fixture
