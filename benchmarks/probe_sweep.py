@@ -3,10 +3,11 @@
     python -m benchmarks.probe_sweep [--repeats 3] [--threads 2] [--out DIR/probe_sweep-cpu.json]
 
 The probe set is ``probes.sweep.full_sweep``: depth weights (+ sinks), stream norms, retrieval,
-gradients, integrated-gradients attribution of the last token (32 steps), four readout ablations and
-the logit lens. One warm-up sweep, then ``repeats`` sweeps; we report the median per probe and of the
-per-model total. Writes JSON and a Markdown table beside it (default benchmarks/results/). The load
-average of the machine before and after is recorded: on a shared machine the numbers are noisy.
+gradients, integrated-gradients attribution of the last token (64 steps, the default), four readout
+ablations and the logit lens. One warm-up sweep, then ``repeats`` sweeps; we report the median per
+probe and of the per-model total. Writes JSON and a Markdown table beside it (default
+benchmarks/results/). The load average of the machine before and after is recorded: on a shared
+machine the numbers are noisy.
 """
 
 from __future__ import annotations
@@ -22,6 +23,7 @@ import torch
 
 from attnres import load_model
 from benchmarks.harness import cpu_name
+from probes.attribution import DEFAULT_IG_STEPS
 from probes.sweep import COMPARE_VIEW, PROBES, full_sweep
 
 ROOT = Path(__file__).resolve().parents[1]
@@ -39,7 +41,7 @@ def _row(model: str, probe: str, samples: list[float]) -> dict:
             "samples_s": samples}  # fmt: skip
 
 
-def measure(repeats: int, attribution_steps: int = 32) -> dict:
+def measure(repeats: int, attribution_steps: int = DEFAULT_IG_STEPS) -> dict:
     """Median seconds per (model, probe) and per model over ``repeats`` sweeps after one warm-up."""
     models = {rule: load_model(ROOT / "sample_models" / f"shakespeare-{rule}") for rule in MODELS}
     full_sweep(models, PROMPT[:32], attribution_steps=attribution_steps)  # warm-up
@@ -90,7 +92,7 @@ def main(argv=None) -> int:
     parser = argparse.ArgumentParser(description=__doc__.split("\n")[0])
     parser.add_argument("--repeats", type=int, default=3)
     parser.add_argument("--threads", type=int, default=min(2, os.cpu_count() or 1))
-    parser.add_argument("--attribution-steps", type=int, default=32)
+    parser.add_argument("--attribution-steps", type=int, default=DEFAULT_IG_STEPS)
     parser.add_argument("--out", default=str(ROOT / "benchmarks" / "results" / "probe_sweep-cpu.json"))
     args = parser.parse_args(argv)
     torch.set_num_threads(args.threads)

@@ -13,7 +13,7 @@ so scaling every source by t changes nothing until the stream shrinks to about s
 shipped models f(t * 1) is flat to 3 decimals for t > 0.01 and all of f(1) - f(0) happens for
 t in [1e-4, 1e-2]; the attribution then describes the network at an eps-sized stream and 32 steps
 leave a completeness error larger than f(1) - f(0). With the mean baseline the integrand is smooth
-(32 Gauss-Legendre steps: |delta| < 2e-3 on the shipped trio).
+(64 Gauss-Legendre steps: relative error under 1% on the shipped trio, see DEFAULT_IG_STEPS).
 """
 
 from __future__ import annotations
@@ -26,6 +26,11 @@ from captum.attr import IntegratedGradients
 from torch import Tensor
 
 from ._common import ProbeResult, expect_shape, last_positions, pad_last, to_numpy, trace
+
+# Gauss-Legendre steps by default. Relative completeness error |delta| / max(|f(1) - f(0)|, 0.1) on
+# the shipped trio x 8 held-out prompts of 100-255 characters (benchmarks/results/ig_convergence.md):
+# 32 steps up to 0.15 (6 of 24 pairs over 1%), 64 steps up to 6.0e-3, 128 steps up to 4.2e-5.
+DEFAULT_IG_STEPS = 64
 
 # Rows x positions per forward/backward of the integrand. On a 2-thread CPU the Full sample model's
 # 32-step attribution of a 256-character prompt took 5.1-7.1 s in one evaluation of 8,192 tokens and
@@ -49,6 +54,11 @@ class GateAttribution(ProbeResult):
     logprob_baseline: np.ndarray  # [B] f(0): every route reads its source's prompt mean
     convergence_delta: np.ndarray  # [B] sum(attribution) - (f(1) - f(0)); near 0 when n_steps suffices
     n_steps: int  # integration steps used
+
+    def relative_error(self) -> np.ndarray:
+        """[B] |convergence_delta| / max(|f(1) - f(0)|, 0.1): how far from exact the integral is."""
+        total = np.abs(self.logprob_model - self.logprob_baseline)
+        return np.abs(self.convergence_delta) / np.maximum(total, 0.1)
 
     def check(self) -> None:
         """Checks per-prompt and per-gate shapes."""
@@ -97,7 +107,12 @@ def _route_means(tr, positions: Tensor) -> Tensor:
 
 
 def gate_attribution(
-    model, inputs, positions=None, targets=None, n_steps: int = 32, internal_batch_size: int | None = None
+    model,
+    inputs,
+    positions=None,
+    targets=None,
+    n_steps: int = DEFAULT_IG_STEPS,
+    internal_batch_size: int | None = None,
 ) -> GateAttribution:
     """Integrated gradients of a target token's log-probability w.r.t. every depth-source gate.
 

@@ -19,6 +19,7 @@ from pathlib import Path
 
 from tqdm import tqdm
 
+from .attribution import DEFAULT_IG_STEPS
 from .sweep import PROBES, full_sweep
 
 CSS = """
@@ -254,7 +255,7 @@ def write_numbers(sweep, models: dict, paths: list[str], out: Path) -> None:
 
 
 def build_report(
-    paths, prompt: str, out, attribution_steps: int = 32, device: str = "cpu", progress=True
+    paths, prompt: str, out, attribution_steps: int = DEFAULT_IG_STEPS, device: str = "cpu", progress=True
 ) -> Path:
     """Loads the checkpoints, runs every probe, writes the page and the numbers; returns report.html.
 
@@ -293,7 +294,9 @@ def main(argv=None) -> int:
     parser.add_argument("models", nargs="+", help="checkpoint directories")
     parser.add_argument("--prompt", required=True, help="text to run every probe on")
     parser.add_argument("--out", required=True, help="output directory")
-    parser.add_argument("--attribution-steps", type=int, default=32, help="integrated-gradients steps")
+    parser.add_argument(
+        "--attribution-steps", type=int, default=DEFAULT_IG_STEPS, help="integrated-gradients steps"
+    )
     parser.add_argument("--device", default="cpu", help="cpu, cuda or mps")
     parser.add_argument("--quiet", action="store_true", help="no progress bar")
     args = parser.parse_args(argv)

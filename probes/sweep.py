@@ -12,7 +12,7 @@ from dataclasses import dataclass, field
 
 from ._common import trace
 from .ablation import ablate
-from .attribution import gate_attribution
+from .attribution import DEFAULT_IG_STEPS, gate_attribution
 from .depth import depth_sinks, depth_weights
 from .gradients import gradient_norms
 from .lens import logit_lens
@@ -71,7 +71,7 @@ def full_sweep(
     models: Mapping[str, object] | Sequence,
     text: str,
     probes: Sequence[str] = PROBES,
-    attribution_steps: int = 32,
+    attribution_steps: int = DEFAULT_IG_STEPS,
     on_step: Callable[[str, str], None] | None = None,
 ) -> Sweep:
     """Runs every probe on every model for one prompt and times each.

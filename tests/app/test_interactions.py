@@ -53,7 +53,7 @@ def test_threshold_slider_changes_the_retrieval_graph(ui):
 
 
 def test_ablation_button_shows_a_delta(ui):
-    at = ui.open_app("views/attribution.py", n_steps="8")
+    at = ui.open_app("views/attribution.py", n_steps="16")
     ui.no_failures(at)
     assert any(
         "Attribution" in f["layout"]["title"]["text"] or "attribution" in f["layout"]["title"]["text"]
@@ -88,3 +88,25 @@ def test_training_step_slider_changes_the_weights(ui):
     for row in initial:  # zero-initialised queries: every site averages its sources uniformly
         weights = row[np.isfinite(row)]
         np.testing.assert_allclose(weights, 1.0 / len(weights), atol=1e-3)
+
+
+def test_attribution_warns_when_the_integral_has_not_converged(ui):
+    """Default prompt, Full model (the page's first): 16 steps miss the total by over 1%, 64 steps do
+    not; the caption's total is the probe's."""
+    from app.common import DEFAULT_PROMPT
+    from attnres import load_model
+    from probes import gate_attribution
+
+    model = load_model(ui.REPO_ROOT / "sample_models" / "shakespeare-full")
+    assert gate_attribution(model, DEFAULT_PROMPT, n_steps=16).relative_error()[0] > 0.01
+    result = gate_attribution(model, DEFAULT_PROMPT, n_steps=64)
+    assert result.relative_error()[0] < 0.01
+    total = result.logprob_model[0] - result.logprob_baseline[0]
+
+    coarse = ui.open_app("views/attribution.py", n_steps="16", prompt=DEFAULT_PROMPT)
+    ui.no_failures(coarse)
+    assert [w.value for w in coarse.warning if "not converged" in w.value], "16 steps should warn"
+    fine = ui.open_app("views/attribution.py", n_steps="64", prompt=DEFAULT_PROMPT)
+    ui.no_failures(fine)
+    assert not [w.value for w in fine.warning if "not converged" in w.value]
+    assert any(f"{total:+.3f} nats" in c.value.replace("\\", "") for c in fine.caption)
