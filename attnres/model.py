@@ -235,7 +235,8 @@ class Model(nn.Module):
         depth_impl: "sequential" (the literal equations) or "two_phase" (paper Alg. 1); "fused" is
         two_phase on the Triton kernel of kernels.py (CUDA, under no_grad, no internals), else
         two_phase. None picks the fastest exact path (kernels.default_depth_impl). A mixer forces
-        the sequential path.
+        the sequential path; with depth_impl="two_phase" its weights come from keys normalised once
+        per source (two_phase's identity: equal up to rounding, faster for many sources).
         """
         B, T = tokens.shape
         if T > self.config.block_size:
@@ -246,6 +247,7 @@ class Model(nn.Module):
         v0 = self.drop(self.wte(tokens) + self.wpe(pos))  # [B, T, d] = v_0
         rec = _Recorder(self, v0) if return_internals else None
         attnres = self.config.residual != "prenorm"
+        shared_keys = mixer is not None and depth_impl == "two_phase"
         if depth_impl is None:  # DESIGN.md §3: fastest exact path here (evidence: benchmarks/README.md)
             depth_impl = kernels.default_depth_impl(v0, recording=rec is not None)
         fused = depth_impl == "fused" and rec is None and kernels.fused_applicable(v0)
@@ -254,7 +256,7 @@ class Model(nn.Module):
         elif attnres and mixer is None and depth_impl != "sequential":
             h_out = self._two_phase(v0, rec)
         else:
-            h_out = self._sequential(v0, rec, mixer)
+            h_out = self._sequential(v0, rec, mixer, shared_keys)
         logits = self.readout(h_out)
         loss = None
         if targets is not None:
@@ -263,17 +265,25 @@ class Model(nn.Module):
             )
         return ModelOutput(logits, loss, rec.result() if rec else None)
 
-    def _sequential(self, v0: Tensor, rec: _Recorder | None, mixer: Mixer | None) -> Tensor:
+    def _sequential(
+        self, v0: Tensor, rec: _Recorder | None, mixer: Mixer | None, shared_keys=False
+    ) -> Tensor:
         """The equations as written, one site at a time; returns h_{L+1}."""
         cfg, L = self.config, self.config.n_sublayers
         S = cfg.attnres_block_size if cfg.residual == "block" else 1
         completed, partial = [v0], None  # Full: v_0..v_{l-1}; Block: b_0..b_{n-1}
         stream = v0  # PreNorm: h_l = v_0 + sum_{i<l} v_i, kept as a running sum
+        # shared_keys (a mixer run with depth_impl="two_phase", e.g. attribution's gated passes): each
+        # completed source's unit-RMS key is kept, instead of normalising every source at every site.
+        eps, keys = cfg.key_norm_eps, ([] if shared_keys and cfg.residual != "prenorm" else None)
         for l in range(1, L + 2):
             if l == L + 1 and partial is not None:
                 completed, partial = completed + [partial], None  # last block counts as done
             sources = completed + ([partial] if partial is not None else [])
-            h, weights = self._mix(l, sources, stream, mixer)
+            if keys is not None:
+                keys += [_unit_rms(v, eps) for v in completed[len(keys) :]]
+                site_keys = keys + ([_unit_rms(partial, eps)] if partial is not None else [])
+            h, weights = self._mix(l, sources, stream, mixer, None if keys is None else site_keys)
             if rec:
                 rec.site(l, h, weights)
             if l == L + 1:
@@ -287,11 +297,14 @@ class Model(nn.Module):
                 completed, partial = completed + [partial], None
         raise AssertionError("unreachable")
 
-    def _mix(self, l: int, sources: list[Tensor], stream: Tensor, mixer: Mixer | None):
+    def _mix(self, l: int, sources: list[Tensor], stream: Tensor, mixer: Mixer | None, keys=None):
         if self.config.residual == "prenorm" and mixer is None:
             return stream, None
         stacked, weights = torch.stack(sources), None  # [K, B, T, d]
-        if self.config.residual != "prenorm":
+        if keys is not None:  # w . RMSNorm_l(v) = (w * g_l) . v / rms(v), keys = v / rms(v)
+            logits = torch.einsum("kbtd,d->btk", torch.stack(keys), self.site(l).folded_query())
+            weights = logits.float().softmax(-1).to(stacked.dtype)
+        elif self.config.residual != "prenorm":
             weights = self.site(l).weights(stacked)  # [B, T, K]
             if mixer is None:
                 return torch.einsum("btk,kbtd->btd", weights, stacked), weights

@@ -91,7 +91,7 @@ class _GatedModel:
             read = torch.einsum("btk,kbtd->btd", weights * g[:, None, :], sources)
             return read + torch.einsum("btk,bkd->btd", weights * (1 - g)[:, None, :], mu)
 
-        logits = self.model(tokens, mixer=mixer).logits  # [N, T, vocab]
+        logits = self.model(tokens, mixer=mixer, depth_impl="two_phase").logits  # keys normalised once
         rows = torch.arange(tokens.shape[0], device=tokens.device)
         return logits[rows, positions].float().log_softmax(-1)[rows, targets]
 
