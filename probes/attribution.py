@@ -29,7 +29,7 @@ from ._common import ProbeResult, expect_shape, last_positions, pad_last, to_num
 
 # Gauss-Legendre steps by default. Relative completeness error |delta| / max(|f(1) - f(0)|, 0.1) on
 # the shipped trio x 8 held-out prompts of 100-255 characters (benchmarks/results/ig_convergence.md):
-# 32 steps up to 0.15 (6 of 24 pairs over 1%), 64 steps up to 6.0e-3, 128 steps up to 4.2e-5.
+# 32 steps up to 0.15 (6 of 24 pairs over 1%), 64 steps up to 6.0e-3, 128 steps up to 2.1e-5.
 DEFAULT_IG_STEPS = 64
 
 # Rows x positions per forward/backward of the integrand. On a 2-thread CPU the Full sample model's
