@@ -80,6 +80,8 @@ def results(samples: list[list[float]]) -> list[dict]:
 
 def markdown(report: dict) -> str:
     lines = [
+        "# CPU forward ratio (python -m benchmarks.cpu_forward_ratio)",
+        "",
         f"CPU forward, {report['device']} ({report['threads']} threads), torch {report['torch']}, "
         f"{report['date']}; n_layer 8, d_model 128, batch {BATCH} x seq {SEQ}, fp32, "
         f"median of {report['repeats']} interleaved repeats; "

@@ -77,7 +77,10 @@ def _extras(result: dict) -> list[str]:
             lines += [f"`{probe['function']}` on {where}:", ""]
             for r in probe["rows"]:
                 parts = ", ".join(f"{name} {ms:.0f}" for name, ms in r["probes_ms"].items())
-                lines.append(f"- {r['residual']}: {r['median_ms']:.0f} ms ({parts})")
+                compare = (
+                    f"; Compare page's probes {r['compare_view_ms']:.0f} ms" if "compare_view_ms" in r else ""
+                )
+                lines.append(f"- {r['residual']}: {r['median_ms']:.0f} ms ({parts}){compare}")
         else:
             lines.append(f"{probe.get('status')}: {probe.get('note')}")
         lines.append("")
@@ -94,7 +97,10 @@ def _extras(result: dict) -> list[str]:
 
 def render(result: dict) -> str:
     """The Markdown report of one results dict."""
-    head = [f"# Benchmark: {result['device']}", "",
+    title = f"# Benchmark: {result['device']}" + (
+        f" — {result['title_note']}" if result.get("title_note") else ""
+    )
+    head = [title, "",
             f"torch {result['torch']}, triton {result.get('triton') or '–'}, dtype {result['dtype']}, "
             f"{result['date']}{', quick run' if result.get('quick') else ''}"
             f"{', wall ' + format(result['wall_s'], '.0f') + ' s' if result.get('wall_s') else ''}.", "",
@@ -105,10 +111,30 @@ def render(result: dict) -> str:
     return "\n".join(head + body).rstrip() + "\n"
 
 
+# Results files written by the other benchmark scripts: file-name prefix -> (module, its renderer).
+OTHER_RENDERERS = {
+    "probe_sweep": ("benchmarks.probe_sweep", "render"),
+    "ig_convergence": ("benchmarks.ig_convergence", "render"),
+    "cpu_forward_ratio": ("benchmarks.cpu_forward_ratio", "markdown"),
+    "profile-": ("benchmarks.profile_report", "render"),
+}
+
+
+def renderer_for(path: Path):
+    """The function that turns this results JSON into its Markdown (by the file name's prefix)."""
+    import importlib  # noqa: PLC0415
+
+    for prefix, (module, name) in OTHER_RENDERERS.items():
+        if path.name.startswith(prefix):
+            return getattr(importlib.import_module(module), name)
+    return render
+
+
 def main(argv: list[str] | None = None) -> None:
     paths = [Path(p) for p in (argv if argv is not None else sys.argv[1:])] or sorted(RESULTS.glob("*.json"))
     for path in paths:
-        path.with_suffix(".md").write_text(render(json.loads(path.read_text())))
+        text = renderer_for(path)(json.loads(path.read_text()))
+        path.with_suffix(".md").write_text(text if text.endswith("\n") else text + "\n")
         print(f"wrote {path.with_suffix('.md')}")
 
 

@@ -124,3 +124,16 @@ def test_benchmark_path_needs_only_torch():
         [sys.executable, "-c", script], cwd=ROOT, capture_output=True, text=True, timeout=120
     )
     assert done.returncode == 0 and "ok" in done.stdout, done.stderr[-2000:]
+
+
+def test_every_committed_results_file_re_renders_to_its_markdown():
+    """`python -m benchmarks.render` (README) rebuilds each results/*.md from its JSON, unchanged."""
+    import json
+
+    from benchmarks.render import RESULTS, renderer_for
+
+    paths = sorted(RESULTS.glob("*.json"))
+    assert len(paths) >= 5
+    for path in paths:
+        text = renderer_for(path)(json.loads(path.read_text()))
+        assert text.rstrip("\n") == path.with_suffix(".md").read_text().rstrip("\n"), path.name
