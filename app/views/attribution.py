@@ -9,7 +9,7 @@ import streamlit as st
 import figures
 from app import state
 from app.charts import chart, table
-from app.common import Settings, header, need_models, plain, probe, sidebar
+from app.common import Settings, encode, header, need_models, plain, probe, sidebar
 from app.models import ModelEntry
 from probes.attribution import DEFAULT_IG_STEPS
 
@@ -23,6 +23,7 @@ STEPS = [16, 32, 64, 128]
 STEPS_HELP = "Gauss-Legendre steps of the integral; the caption shows how far the sum is from exact."
 UNCONVERGED = 0.01  # relative completeness error above which the page asks for more steps
 HISTORY = "ablations"  # session-state list of (model key, prompt, site, mode, source)
+LAST = -1  # position selector value meaning "the prompt's last token"
 
 
 def site_and_source(attr) -> tuple[int, str]:
@@ -38,18 +39,39 @@ def site_and_source(attr) -> tuple[int, str]:
     return st.session_state["site"], st.session_state["source"]
 
 
+def position_choice(tokens: tuple[str, ...]) -> int:
+    """Selector of the position whose next-token prediction is explained (URL ``position``); the
+    default, LAST, follows the prompt's last token when the prompt changes."""
+    options = [LAST, *range(len(tokens))]
+    state.init("position", LAST, state.choice_of(options), parse=int)
+    st.selectbox(
+        "Explain the prediction after",
+        options,
+        key="position",
+        format_func=lambda i: f"the last token ({tokens[-1]!r})" if i == LAST else f"{i}: {tokens[i]!r}",
+    )
+    state.keep("position")
+    chosen = st.session_state["position"]
+    return len(tokens) - 1 if chosen == LAST else chosen
+
+
 def render_attribution(entry: ModelEntry, settings: Settings):
     """Attribution per source of the chosen site beside its routing weight; returns the result."""
     state.init("n_steps", DEFAULT_IG_STEPS, state.choice_of(STEPS), parse=int)
     st.select_slider("Integration steps", STEPS, key="n_steps", help=STEPS_HELP)
     state.keep("n_steps")
-    attr = probe("gate_attribution", entry, settings, n_steps=st.session_state["n_steps"])
+    prompt = encode(entry, settings)
+    if prompt is None:
+        return None, None
+    position = position_choice(prompt.tokens)
+    attr = probe("gate_attribution", entry, settings, n_steps=st.session_state["n_steps"], positions=position)
     if attr is None:
         return None, None
     site, source = site_and_source(attr)
     st.caption(
         plain(
-            f"Explaining the prediction {attr.target_tokens[0]!r} at the prompt's last position. "
+            f"Explaining the prediction {attr.target_tokens[0]!r} after position {position} "
+            f"({prompt.tokens[position]!r}). "
             "Each gate moves the value read along one route from the source's mean over the prompt "
             "(gate 0) to the source itself (gate 1); attributions sum to log p(model) − log p(means) "
             f"= {attr.logprob_model[0] - attr.logprob_baseline[0]:+.3f} nats, "

@@ -110,3 +110,22 @@ def test_attribution_warns_when_the_integral_has_not_converged(ui):
     ui.no_failures(fine)
     assert not [w.value for w in fine.warning if "not converged" in w.value]
     assert any(f"{total:+.3f} nats" in c.value.replace("\\", "") for c in fine.caption)
+
+
+def test_attribution_position_selector_explains_that_position(ui):
+    """position=3 in the URL: the page explains the prediction after token 3, with the probe's numbers."""
+    from attnres import load_model
+    from probes import gate_attribution
+
+    at = ui.open_app("views/attribution.py", n_steps="16", position="3")
+    ui.no_failures(at)
+    model = load_model(ui.REPO_ROOT / "sample_models" / "shakespeare-full")
+    prompt = at.session_state["prompt"]
+    expected = gate_attribution(model, prompt, positions=3, n_steps=16)
+    assert any("after position 3" in c.value.replace("\\\\", "") for c in at.caption)
+    heat = ui.chart_titled(at, "IG attribution per depth gate")
+    z = np.asarray(ui.array(heat["data"][0]["z"]), dtype=float)
+    np.testing.assert_allclose(np.nansum(z), np.nansum(expected.attribution[0]), atol=1e-4)
+    last = ui.open_app("views/attribution.py", n_steps="16")
+    final = len(model.tokenizer.encode(prompt)) - 1
+    assert any(f"after position {final} " in c.value.replace("\\", "") for c in last.caption)
