@@ -12,7 +12,6 @@ from __future__ import annotations
 
 import argparse
 import datetime
-import json
 import os
 import platform
 import statistics
@@ -22,7 +21,7 @@ from pathlib import Path
 import torch
 
 from attnres import Model, ModelConfig
-from benchmarks.harness import cpu_name
+from benchmarks.harness import cpu_name, write_results
 
 SHAPE = dict(vocab_size=96, block_size=256, n_layer=8, n_head=4, d_model=128)
 BATCH, SEQ = 4, 256
@@ -114,10 +113,7 @@ def main() -> None:
         "load_average_1min": [round(load_before, 2), round(os.getloadavg()[0], 2)],  # before, after: a busy
         "results": results(samples),  # machine inflates every time, and the ratios less so
     }  # fmt: skip
-    out = Path(args.out)
-    out.parent.mkdir(parents=True, exist_ok=True)
-    out.write_text(json.dumps(report, indent=2) + "\n")
-    print(markdown(report))
+    print(write_results(report, args.out, markdown))
 
 
 if __name__ == "__main__":

@@ -7,6 +7,7 @@ synchronisations, divided by ``inner`` (chosen at warm-up so a sample lasts ``mi
 
 from __future__ import annotations
 
+import json
 import math
 import platform
 import statistics
@@ -113,3 +114,13 @@ def cpu_name() -> str:
     except OSError:
         pass
     return platform.processor() or platform.machine()
+
+
+def write_results(result: dict, out: str | Path, render: Callable[[dict], str]) -> str:
+    """Writes result as JSON at out and its Markdown beside it (same name, .md); returns the Markdown."""
+    out = Path(out)
+    out.parent.mkdir(parents=True, exist_ok=True)
+    out.write_text(json.dumps(result, indent=2) + "\n")
+    markdown = render(result)
+    out.with_suffix(".md").write_text(markdown)
+    return markdown

@@ -14,7 +14,6 @@ from __future__ import annotations
 
 import argparse
 import datetime
-import json
 import os
 import statistics
 from pathlib import Path
@@ -24,7 +23,7 @@ import torch
 
 from attnres import load_model
 from attnres.data import VALIDATION_WORKS, _texts
-from benchmarks.harness import cpu_name
+from benchmarks.harness import cpu_name, write_results
 from probes import gate_attribution
 
 ROOT = Path(__file__).resolve().parents[1]
@@ -118,12 +117,7 @@ def main(argv=None) -> int:
         "rows": rows,
         "summary": summarise(rows, args.steps),
     }
-    out = Path(args.out)
-    out.parent.mkdir(parents=True, exist_ok=True)
-    out.write_text(json.dumps(result, indent=2) + "\n")
-    markdown = render(result)
-    out.with_suffix(".md").write_text(markdown)
-    print(markdown)
+    print(write_results(result, args.out, render))
     return 0
 
 

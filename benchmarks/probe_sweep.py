@@ -14,7 +14,6 @@ from __future__ import annotations
 
 import argparse
 import datetime
-import json
 import os
 import statistics
 from pathlib import Path
@@ -22,7 +21,7 @@ from pathlib import Path
 import torch
 
 from attnres import load_model
-from benchmarks.harness import cpu_name
+from benchmarks.harness import cpu_name, write_results
 from probes.attribution import DEFAULT_IG_STEPS
 from probes.sweep import COMPARE_VIEW, PROBES, full_sweep
 
@@ -111,12 +110,7 @@ def main(argv=None) -> int:
         "compare_view_median_s": measured["compare_view_median_s"],
         "load_average_1min": [load_before, os.getloadavg()[0]],
     }
-    out = Path(args.out)
-    out.parent.mkdir(parents=True, exist_ok=True)
-    out.write_text(json.dumps(result, indent=2) + "\n")
-    markdown = render(result)
-    out.with_suffix(".md").write_text(markdown)
-    print(markdown)
+    print(write_results(result, args.out, render))
     return 0
 
 
