@@ -186,3 +186,18 @@ def snapshot_series(entry: ModelEntry, snapshots: tuple[tuple[int, str], ...], n
         settings,
         f"{name.replace('_', ' ')} over snapshots",
     )
+
+
+def token_select(label: str, key: str, tokens: tuple[str, ...], special: int, special_text: str) -> int:
+    """Selectbox of the prompt's token positions plus one special value first (its default; e.g.
+    "mean over tokens"), kept in the URL as ``key``; returns the chosen value."""
+    options = [special, *range(len(tokens))]
+    state.init(key, special, state.choice_of(options), parse=int)
+    st.selectbox(
+        label,
+        options,
+        key=key,
+        format_func=lambda i: special_text if i == special else f"{i}: {tokens[i]!r}",
+    )
+    state.keep(key)
+    return st.session_state[key]

@@ -9,7 +9,7 @@ import streamlit as st
 import figures
 from app import state
 from app.charts import chart, table
-from app.common import Settings, encode, header, need_models, plain, probe, sidebar
+from app.common import Settings, encode, header, need_models, plain, probe, sidebar, token_select
 from app.models import ModelEntry
 from probes.attribution import DEFAULT_IG_STEPS
 
@@ -42,16 +42,8 @@ def site_and_source(attr) -> tuple[int, str]:
 def position_choice(tokens: tuple[str, ...]) -> int:
     """Selector of the position whose next-token prediction is explained (URL ``position``); the
     default, LAST, follows the prompt's last token when the prompt changes."""
-    options = [LAST, *range(len(tokens))]
-    state.init("position", LAST, state.choice_of(options), parse=int)
-    st.selectbox(
-        "Explain the prediction after",
-        options,
-        key="position",
-        format_func=lambda i: f"the last token ({tokens[-1]!r})" if i == LAST else f"{i}: {tokens[i]!r}",
-    )
-    state.keep("position")
-    chosen = st.session_state["position"]
+    last = f"the last token ({tokens[-1]!r})"
+    chosen = token_select("Explain the prediction after", "position", tokens, LAST, last)
     return len(tokens) - 1 if chosen == LAST else chosen
 
 

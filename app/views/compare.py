@@ -6,7 +6,18 @@ import streamlit as st
 
 from app import state
 from app.charts import chart, table
-from app.common import Settings, encode, header, loss, names_of, need_models, plain, probe, sidebar
+from app.common import (
+    Settings,
+    encode,
+    header,
+    loss,
+    names_of,
+    need_models,
+    plain,
+    probe,
+    sidebar,
+    token_select,
+)
 from figures.depth import depth_heatmaps
 from figures.norms import norm_growth_chart
 from figures.retrieval import retrieval_summary
@@ -25,18 +36,10 @@ def render_losses(settings: Settings) -> None:
 
 def token_choice(tokens: tuple[str, ...]) -> int | None:
     """Selector: the mean over tokens (default) or one token position; in the URL as ``token``."""
-    options = [MEAN, *range(len(tokens))]
-    state.init("token", MEAN, state.choice_of(options), parse=int)
-    st.selectbox(
-        "Token",
-        options,
-        key="token",
-        format_func=lambda i: "mean over tokens" if i == MEAN else f"{i}: {tokens[i]!r}",
-    )
+    token = token_select("Token", "token", tokens, MEAN, "mean over tokens")
     state.init("panel", "all", state.choice_of(list(PANELS)))
     st.segmented_control("Sites", list(PANELS), key="panel", format_func=PANELS.get)
-    state.keep("token", "panel")
-    token = st.session_state["token"]
+    state.keep("panel")
     return None if token == MEAN else token
 
 
