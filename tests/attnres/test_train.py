@@ -15,21 +15,8 @@ from attnres import load_model
 from attnres.train import TrainArgs, lr_at, parse_args, train
 
 ROOT = Path(__file__).resolve().parents[2]
-TINY = [
-    "--n-layer",
-    "1",
-    "--n-head",
-    "2",
-    "--d-model",
-    "16",
-    "--block-size",
-    "32",
-    "--batch-size",
-    "8",
-    "--eval-windows",
-    "2",
-    "--no-progress",
-]
+TINY = ["--n-layer", "1", "--n-head", "2", "--d-model", "16", "--block-size", "32",
+        "--batch-size", "8", "--eval-windows", "2", "--no-progress"]  # fmt: skip
 
 
 def test_cli_flags_map_onto_fields():
@@ -47,23 +34,8 @@ def test_lr_schedule_warmup_then_cosine():
 
 
 def test_tiny_run_learns_and_writes_checkpoints(tmp_path):
-    args = parse_args(
-        [
-            "--out",
-            str(tmp_path / "m"),
-            "--residual",
-            "full",
-            "--steps",
-            "40",
-            "--eval-every",
-            "20",
-            "--snapshots",
-            "0,20",
-            "--lr",
-            "1e-2",
-            *TINY,
-        ]
-    )
+    args = parse_args(["--out", str(tmp_path / "m"), "--residual", "full", "--steps", "40",
+                       "--eval-every", "20", "--snapshots", "0,20", "--lr", "1e-2", *TINY])  # fmt: skip
     summary = train(args)
     rows = list(csv.DictReader(open(tmp_path / "m" / "train_log.csv")))
     assert len(rows) == 40 and "grad_norm_block_0" in rows[0]
@@ -91,29 +63,10 @@ def test_same_seed_same_data_order_across_rules(tmp_path):
 @pytest.mark.slow
 def test_torchrun_two_cpu_ranks_agree(tmp_path):
     env = {**os.environ, "OMP_NUM_THREADS": "1", "PYTHONPATH": str(ROOT)}
-    cmd = [
-        sys.executable,
-        "-m",
-        "torch.distributed.run",
-        "--standalone",
-        "--nproc_per_node",
-        "2",
-        "-m",
-        "attnres.train",
-        "--out",
-        str(tmp_path / "ddp"),
-        "--residual",
-        "block",
-        "--attnres-block-size",
-        "2",
-        "--steps",
-        "6",
-        "--eval-every",
-        "3",
-        "--device",
-        "cpu",
-        *TINY,
-    ]
+    cmd = [sys.executable, "-m", "torch.distributed.run", "--standalone", "--nproc_per_node", "2",
+           "-m", "attnres.train", "--out", str(tmp_path / "ddp"), "--residual", "block",
+           "--attnres-block-size", "2", "--steps", "6", "--eval-every", "3",
+           "--device", "cpu", *TINY]  # fmt: skip
     done = subprocess.run(cmd, capture_output=True, text=True, timeout=240, env=env, cwd=ROOT)
     assert done.returncode == 0, done.stderr[-2000:]
     ranks = [json.loads(line) for line in done.stdout.splitlines() if line.startswith('{"rank"')]
