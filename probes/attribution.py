@@ -22,7 +22,6 @@ from dataclasses import dataclass
 
 import numpy as np
 import torch
-from captum.attr import IntegratedGradients
 from torch import Tensor
 
 from ._common import ProbeResult, expect_shape, last_positions, pad_last, to_numpy, trace
@@ -128,6 +127,8 @@ def gate_attribution(
     Returns:
         GateAttribution.
     """
+    from captum.attr import IntegratedGradients  # here: importing captum takes ~1.5 s (IPython, ...)
+
     tr = trace(model, inputs)
     tokens, B = tr.batch.tokens, tr.batch.tokens.shape[0]
     pos = _per_prompt(positions, last_positions(tr.batch), tokens.device)
