@@ -15,7 +15,7 @@ from safetensors import safe_open
 from safetensors.torch import save_file
 
 from .config import ModelConfig
-from .model import Model
+from .model import Model, empty_model
 from .tokenizer import tokenizer_from_dict
 
 FORMAT = "attnres-lens"
@@ -265,8 +265,7 @@ def build_model(
 ) -> Model:
     """Builds a Model from config and a state dict, checking names, shapes and values."""
     _check_size(config, tensors, source)
-    with torch.device("meta"):
-        model = Model(config, tokenizer)
+    model = empty_model(config, tokenizer)
     expected = {k: v for k, v in model.state_dict().items()}
     if config.tie_embeddings:
         expected.pop("lm_head.weight")

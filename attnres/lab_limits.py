@@ -13,7 +13,7 @@ from dataclasses import dataclass
 import torch
 
 from .config import ModelConfig
-from .model import Model
+from .model import empty_model
 
 GIB = 2**30
 VOCAB = 84  # characters of the Shakespeare corpus (attnres.data)
@@ -71,8 +71,7 @@ def count_params(preset: Preset, rule: str = "full", attnres_block_size: int | N
         residual=rule,
         attnres_block_size=attnres_block_size if rule == "block" else None,
     )
-    with torch.device("meta"):
-        return Model(config).num_params()
+    return empty_model(config).num_params()
 
 
 def _sources(L: int, rule: str, attnres_block_size: int | None) -> int:

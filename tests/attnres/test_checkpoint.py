@@ -9,7 +9,7 @@ import pytest
 import torch
 from safetensors.torch import load_file, save_file
 
-from attnres import CheckpointError, load_model, save_model
+from attnres import CheckpointError, Model, load_model, save_model
 
 pytestmark = pytest.mark.usefixtures("one_thread")
 RULES = [("prenorm", None), ("full", None), ("block", 3)]
@@ -151,3 +151,30 @@ def test_nonfinite_weights_refused_unless_allowed(saved, make_tokens):
     damaged = load_model(directory, allow_nonfinite=True)
     assert torch.isnan(damaged.blocks[1].mlp.c_fc.weight[0, 0]) and torch.isinf(damaged.out_res.query[3])
     assert torch.isnan(damaged(make_tokens()).logits).any()
+
+
+def test_empty_model_has_the_shapes_and_loading_skips_initialisation():
+    """empty_model: meta tensors with Model's names and shapes. Loading a checkpoint runs no
+    initialiser (on meta they would import torch._dynamo, ~2 s, in a fresh process)."""
+    import subprocess
+    import sys
+    from pathlib import Path
+
+    from attnres.model import empty_model
+
+    root = Path(__file__).resolve().parents[2]
+    config = load_model(root / "sample_models" / "shakespeare-block").config
+    empty, real = empty_model(config), Model(config)
+    assert all(p.is_meta for p in empty.parameters())
+    assert {k: v.shape for k, v in empty.state_dict().items()} == {
+        k: v.shape for k, v in real.state_dict().items()
+    }
+    code = (
+        "import sys; from attnres import load_model; "
+        "m = load_model('sample_models/shakespeare-full'); "
+        "assert not any(p.is_meta for p in m.parameters()); "
+        "print('torch._dynamo' in sys.modules)"
+    )
+    done = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, cwd=root, timeout=120)
+    assert done.returncode == 0, done.stderr[-2000:]
+    assert done.stdout.strip() == "False"
