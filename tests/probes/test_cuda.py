@@ -41,3 +41,12 @@ def test_ablation_on_cuda_matches_cpu(rule):
     ]
     assert results[1].delta_loss == pytest.approx(results[0].delta_loss, abs=1e-4)
     assert results[1].top_tokens_after == results[0].top_tokens_after
+
+
+@pytest.mark.parametrize("rule", ["prenorm", "full", "block"])
+def test_gate_attribution_on_cuda_matches_cpu(rule):
+    path = ROOT / "sample_models" / f"shakespeare-{rule}"
+    a, b = (probes.gate_attribution(load_model(path, device=d), PROMPT, n_steps=16) for d in ("cpu", "cuda"))
+    np.testing.assert_allclose(b.attribution, a.attribution, rtol=2e-3, atol=2e-3, equal_nan=True)
+    np.testing.assert_allclose(b.logprob_baseline, a.logprob_baseline, atol=1e-4)
+    assert b.targets.tolist() == a.targets.tolist()
