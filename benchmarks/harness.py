@@ -7,6 +7,7 @@ synchronisations, divided by ``inner`` (chosen at warm-up so a sample lasts ``mi
 
 from __future__ import annotations
 
+import datetime
 import json
 import math
 import platform
@@ -114,6 +115,16 @@ def cpu_name() -> str:
     except OSError:
         pass
     return platform.processor() or platform.machine()
+
+
+def cpu_run_header() -> dict:
+    """What every CPU results file starts with: the CPU, torch's thread count and version, the time."""
+    return {
+        "device": cpu_name(),
+        "threads": torch.get_num_threads(),
+        "torch": torch.__version__,
+        "date": datetime.datetime.now(datetime.timezone.utc).isoformat(timespec="seconds"),
+    }
 
 
 def write_results(result: dict, out: str | Path, render: Callable[[dict], str]) -> str:

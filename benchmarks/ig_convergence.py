@@ -23,7 +23,7 @@ import torch
 
 from attnres import load_model
 from attnres.data import VALIDATION_WORKS, _texts
-from benchmarks.harness import cpu_name, write_results
+from benchmarks.harness import cpu_run_header, write_results
 from probes import gate_attribution
 
 ROOT = Path(__file__).resolve().parents[1]
@@ -108,10 +108,7 @@ def main(argv=None) -> int:
     prompts = held_out_prompts(args.prompts)
     rows = measure(prompts, args.steps)
     result = {
-        "device": cpu_name(),
-        "threads": args.threads,
-        "torch": torch.__version__,
-        "date": datetime.datetime.now(datetime.timezone.utc).isoformat(timespec="seconds"),
+        **cpu_run_header(),
         "n_prompts": len(prompts),
         "prompts": prompts,
         "rows": rows,

@@ -13,7 +13,6 @@ machine the numbers are noisy.
 from __future__ import annotations
 
 import argparse
-import datetime
 import os
 import statistics
 from pathlib import Path
@@ -21,7 +20,7 @@ from pathlib import Path
 import torch
 
 from attnres import load_model
-from benchmarks.harness import cpu_name, write_results
+from benchmarks.harness import cpu_run_header, write_results
 from probes.attribution import DEFAULT_IG_STEPS
 from probes.sweep import COMPARE_VIEW, PROBES, full_sweep
 
@@ -98,10 +97,7 @@ def main(argv=None) -> int:
     load_before = os.getloadavg()[0]
     measured = measure(args.repeats, args.attribution_steps)
     result = {
-        "device": cpu_name(),
-        "threads": args.threads,
-        "torch": torch.__version__,
-        "date": datetime.datetime.now(datetime.timezone.utc).isoformat(timespec="seconds"),
+        **cpu_run_header(),
         "prompt_chars": len(PROMPT),
         "repeats": args.repeats,
         "attribution_steps": args.attribution_steps,
