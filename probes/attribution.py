@@ -34,7 +34,10 @@ DEFAULT_IG_STEPS = 64
 # Rows x positions per forward/backward of the integrand. On a 2-thread CPU the Full sample model's
 # 32-step attribution of a 256-character prompt took 5.1-7.1 s in one evaluation of 8,192 tokens and
 # 1.6-1.8 s in chunks of 4,096 or fewer (the [K, rows, T, d] source stacks stop thrashing memory).
+# On CUDA memory bandwidth is not the limit and each evaluation costs launches, so the chunks are 16x
+# larger (one evaluation for the shipped models at 64 steps; not yet timed on a GPU).
 TOKENS_PER_EVALUATION = 4096
+TOKENS_PER_EVALUATION_CUDA = 65536
 
 
 @dataclass(frozen=True)
@@ -122,7 +125,8 @@ def gate_attribution(
         targets: [B] token ids to explain; default the model's top-1 prediction at that position.
         n_steps: integration steps (Gauss-Legendre); more steps, smaller convergence_delta.
         internal_batch_size: evaluate at most this many gate settings (rows) at once; default keeps
-            each evaluation near ``TOKENS_PER_EVALUATION`` tokens (at least one row per prompt).
+            each evaluation near ``TOKENS_PER_EVALUATION`` tokens (``..._CUDA`` on a GPU; at least
+            one row per prompt).
 
     Returns:
         GateAttribution.
@@ -136,7 +140,8 @@ def gate_attribution(
     tgt = _per_prompt(targets, tr.logits[rows, pos].argmax(-1), tokens.device)
     counts = [len(labels) for labels in tr.labels]
     if internal_batch_size is None:
-        internal_batch_size = max(1, TOKENS_PER_EVALUATION // (B * tokens.shape[1])) * B
+        budget = TOKENS_PER_EVALUATION_CUDA if tokens.is_cuda else TOKENS_PER_EVALUATION
+        internal_batch_size = max(1, budget // (B * tokens.shape[1])) * B
     f = _GatedModel(model, counts)
     means = _route_means(tr, pos)
     ones = torch.ones(B, sum(counts), device=tokens.device)
