@@ -31,13 +31,18 @@ from ._common import ProbeResult, expect_shape, last_positions, pad_last, to_num
 # 32 steps up to 0.15 (6 of 24 pairs over 1%), 64 steps up to 6.0e-3, 128 steps up to 2.1e-5.
 DEFAULT_IG_STEPS = 64
 
-# Rows x positions per forward/backward of the integrand. On a 2-thread CPU the Full sample model's
-# 32-step attribution of a 256-character prompt took 5.1-7.1 s in one evaluation of 8,192 tokens and
-# 1.6-1.8 s in chunks of 4,096 or fewer (the [K, rows, T, d] source stacks stop thrashing memory).
-# On CUDA memory bandwidth is not the limit and each evaluation costs launches, so the chunks are 16x
-# larger (one evaluation for the shipped models at 64 steps; not yet timed on a GPU).
+# How many gate settings (rows) one evaluation of the integrand takes: at most TOKENS_PER_EVALUATION
+# rows x positions, and at most EVALUATION_BYTES by an estimate of the source stacks (each site stacks
+# its K_l sources for every token and autograd keeps them: about BYTES_PER_SOURCE_VALUE * d_model *
+# sum(K_l) bytes per token). On a 2-thread CPU the sample models did best at 4,096 tokens: Full,
+# 32 steps, 256 characters: 5.1-7.1 s as one 8,192-token evaluation, 1.6-1.8 s in chunks of 4,096;
+# Block, 64 steps: 2.0 s at 16 rows, 2.2-2.4 s at 47. The byte bound keeps a GPT-2-small import to
+# a few hundred tokens per evaluation instead of about 7 GiB. On CUDA each evaluation costs launches
+# rather than memory traffic, so both bounds are 16x larger (not yet timed on a GPU).
 TOKENS_PER_EVALUATION = 4096
-TOKENS_PER_EVALUATION_CUDA = 65536
+EVALUATION_BYTES = 768 * 2**20
+CUDA_FACTOR = 16
+BYTES_PER_SOURCE_VALUE = 12  # fp32 stack + weighted copy + gradient
 
 
 @dataclass(frozen=True)
@@ -125,8 +130,8 @@ def gate_attribution(
         targets: [B] token ids to explain; default the model's top-1 prediction at that position.
         n_steps: integration steps (Gauss-Legendre); more steps, smaller convergence_delta.
         internal_batch_size: evaluate at most this many gate settings (rows) at once; default keeps
-            each evaluation near ``TOKENS_PER_EVALUATION`` tokens (``..._CUDA`` on a GPU; at least
-            one row per prompt).
+            each evaluation within ``TOKENS_PER_EVALUATION`` and ``EVALUATION_BYTES`` (16x on a GPU;
+            at least one row per prompt).
 
     Returns:
         GateAttribution.
@@ -140,8 +145,7 @@ def gate_attribution(
     tgt = _per_prompt(targets, tr.logits[rows, pos].argmax(-1), tokens.device)
     counts = [len(labels) for labels in tr.labels]
     if internal_batch_size is None:
-        budget = TOKENS_PER_EVALUATION_CUDA if tokens.is_cuda else TOKENS_PER_EVALUATION
-        internal_batch_size = max(1, budget // (B * tokens.shape[1])) * B
+        internal_batch_size = _rows_per_evaluation(model, counts, tokens)
     f = _GatedModel(model, counts)
     means = _route_means(tr, pos)
     ones = torch.ones(B, sum(counts), device=tokens.device)
@@ -171,6 +175,15 @@ def gate_attribution(
         convergence_delta=to_numpy(delta),
         n_steps=int(n_steps),
     )
+
+
+def _rows_per_evaluation(model, counts: list[int], tokens: Tensor) -> int:
+    """Gate settings per evaluation within both bounds: a multiple of the B prompts, at least B."""
+    B, T = tokens.shape
+    scale = CUDA_FACTOR if tokens.is_cuda else 1
+    per_token = BYTES_PER_SOURCE_VALUE * model.config.d_model * sum(counts)
+    fit = min(scale * TOKENS_PER_EVALUATION, scale * EVALUATION_BYTES // per_token)
+    return max(1, fit // (B * T)) * B
 
 
 def _per_prompt(value, default: Tensor, device) -> Tensor:

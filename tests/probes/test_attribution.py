@@ -110,3 +110,32 @@ def test_shipped_model_converges_in_32_steps():
     result = gate_attribution(model, "ROMEO:\nBut soft, what light through yonder window breaks?", n_steps=32)
     assert abs(result.convergence_delta[0]) < 1e-2
     assert abs(result.logprob_model[0] - result.logprob_baseline[0]) > 1e-2
+
+
+def test_evaluation_chunks_follow_the_bounds_and_do_not_change_the_result(make_model):
+    from attnres import ModelConfig
+    from attnres.model import empty_model
+    from probes.attribution import (
+        BYTES_PER_SOURCE_VALUE,
+        EVALUATION_BYTES,
+        TOKENS_PER_EVALUATION,
+        _rows_per_evaluation,
+    )
+
+    model = make_model("full", None, n_layer=2)
+    counts = [len(model.depth_source_labels(l)) for l in range(1, 6)]
+    assert _rows_per_evaluation(model, counts, torch.zeros(2, 8, dtype=torch.long)) == 2 * (
+        TOKENS_PER_EVALUATION // 16
+    )
+    gpt2 = empty_model(ModelConfig(vocab_size=50257, block_size=1024, n_layer=12, n_head=12, d_model=768))
+    big = [len(gpt2.depth_source_labels(l)) for l in range(1, 26)]
+    assert sum(big) == 325  # PreNorm: site l reads v_0..v_{l-1}
+    per_token = BYTES_PER_SOURCE_VALUE * 768 * 325
+    assert (
+        _rows_per_evaluation(gpt2, big, torch.zeros(1, 100, dtype=torch.long))
+        == EVALUATION_BYTES // per_token // 100
+    )
+    assert _rows_per_evaluation(gpt2, big, torch.zeros(3, 1024, dtype=torch.long)) == 3  # never below B
+    a = gate_attribution(model, ["abcde", "hg"], n_steps=8)
+    b = gate_attribution(model, ["abcde", "hg"], n_steps=8, internal_batch_size=2)
+    np.testing.assert_allclose(b.attribution, a.attribution, atol=1e-5, equal_nan=True)
