@@ -71,9 +71,10 @@ def render_attribution(entry: ModelEntry, settings: Settings):
         )
     )
     if attr.relative_error()[0] > UNCONVERGED:
+        advice = "Raise the integration steps." if attr.n_steps < STEPS[-1] else "Read them as approximate."
         st.warning(
             f"The integral has not converged: the attributions miss the total by "
-            f"{100 * attr.relative_error()[0]:.1f}%. Raise the integration steps."
+            f"{100 * attr.relative_error()[0]:.1f}%. {advice}"
         )
     left, right = st.columns(2)
     with left:
