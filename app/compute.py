@@ -18,6 +18,7 @@ PROBES: dict[str, Callable] = {
     "depth_retrieval": probes.depth_retrieval,
     "gradient_norms": probes.gradient_norms,
     "gate_attribution": probes.gate_attribution,
+    "route_ablation": probes.route_ablation,
     "ablate": probes.ablate,
     "logit_lens": probes.logit_lens,
 }

@@ -24,13 +24,15 @@ def _target(attr, b: int) -> str:
     return f"target {safe_label(attr.target_tokens[b])} at position {int(attr.positions[b])}"
 
 
-def attribution_vs_weight(attr, site: int, prompt_index: int = 0):
-    """Grouped bars per source of one site: routing weight (left axis) vs IG attribution (right axis).
+def attribution_vs_weight(attr, site: int, prompt_index: int = 0, ablation=None):
+    """Grouped bars per source of one site: routing weight (left axis) vs IG attribution (right axis),
+    and with ``ablation`` the effect of mean-ablating each route alone (right axis, same units).
 
     Args:
         attr: a ``probes.GateAttribution``.
         site: the consuming site l (1..L+1).
         prompt_index: which prompt of the batch.
+        ablation: a ``probes.RouteAblation`` of the same site and prompts, or None.
     """
     row = _row(attr, site)
     labels = safe_labels(attr.sources[row])
@@ -40,11 +42,18 @@ def attribution_vs_weight(attr, site: int, prompt_index: int = 0):
     fig = go.Figure()
     fig.add_trace(_bar(labels, weight, "routing weight α", 0, "#1f77b4", "y"))
     fig.add_trace(_bar(labels, attribution, "IG attribution (Δ log p)", 1, "#d62728", "y2"))
+    right = attribution
+    if ablation is not None:
+        if ablation.site != site or len(ablation.sources) != k:
+            raise ValueError(f"the ablation is of site {ablation.site}, the chart of site {site}")
+        effect = ablation.effect[prompt_index]
+        fig.add_trace(_bar(labels, effect, "route at its mean alone (Δ log p)", 2, "#ff9f40", "y2"))
+        right = np.concatenate([attribution, effect])
     where = site_label(site, _kind(attr, row))
     title = f"Routing weight vs attribution at {where}"
     layout(fig, title, "source", "weight α", subtitle=_target(attr, prompt_index))
     _thin_x(fig, labels)
-    weight_range, attribution_range = _aligned_ranges(weight, attribution)
+    weight_range, attribution_range = _aligned_ranges(weight, right)
     fig.update_layout(
         barmode="group",
         yaxis={"range": weight_range},

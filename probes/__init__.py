@@ -11,7 +11,7 @@ are padded to the largest source count with NaN and come with the model's own la
 
 from ._common import ProbeResult, Trace, trace
 from .ablation import MODES, AblationResult, ablate
-from .attribution import GateAttribution, gate_attribution
+from .attribution import GateAttribution, RouteAblation, gate_attribution, route_ablation
 from .compare import Comparison, compare
 from .depth import DepthSinks, DepthWeights, depth_sinks, depth_weights
 from .dynamics import SnapshotSeries, over_snapshots
@@ -29,6 +29,7 @@ __all__ = [
     "DepthSinks",
     "DepthWeights",
     "GateAttribution",
+    "RouteAblation",
     "GradientNorms",
     "LogitLens",
     "ProbeResult",
@@ -49,6 +50,7 @@ __all__ = [
     "logit_lens",
     "make_batch",
     "over_snapshots",
+    "route_ablation",
     "stream_norms",
     "trace",
 ]

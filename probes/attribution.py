@@ -138,16 +138,11 @@ def gate_attribution(
     """
     from captum.attr import IntegratedGradients  # here: importing captum takes ~1.5 s (IPython, ...)
 
-    tr = trace(model, inputs)
-    tokens, B = tr.batch.tokens, tr.batch.tokens.shape[0]
-    pos = _per_prompt(positions, last_positions(tr.batch), tokens.device)
-    rows = torch.arange(B, device=tokens.device)
-    tgt = _per_prompt(targets, tr.logits[rows, pos].argmax(-1), tokens.device)
-    counts = [len(labels) for labels in tr.labels]
+    tr, tokens, pos, tgt, counts, means = _explained(model, inputs, positions, targets)
+    B, rows = tokens.shape[0], torch.arange(tokens.shape[0], device=tokens.device)
     if internal_batch_size is None:
         internal_batch_size = _rows_per_evaluation(model, counts, tokens)
     f = _GatedModel(model, counts)
-    means = _route_means(tr, pos)
     ones = torch.ones(B, sum(counts), device=tokens.device)
     attr, delta = IntegratedGradients(f).attribute(
         ones,
@@ -175,6 +170,80 @@ def gate_attribution(
         convergence_delta=to_numpy(delta),
         n_steps=int(n_steps),
     )
+
+
+@dataclass(frozen=True)
+class RouteAblation(ProbeResult):
+    """The target's log-probability when one route of one site reads its source's prompt mean (gate 0
+    for that route alone, every other gate 1): the occlusion counterpart of GateAttribution."""
+
+    residual: str
+    site: int  # the consuming site l
+    sources: tuple[str, ...]  # K labels of its sources
+    positions: np.ndarray  # [B] int
+    targets: np.ndarray  # [B] int
+    logprob_model: np.ndarray  # [B] every gate open
+    logprob_ablated: np.ndarray  # [B, K] route k alone at its mean
+    effect: np.ndarray  # [B, K] logprob_model - logprob_ablated: > 0 where the route's value helps
+
+    def check(self) -> None:
+        """Checks per-prompt and per-route shapes."""
+        B, K = len(self.positions), len(self.sources)
+        for name in ("logprob_ablated", "effect"):
+            expect_shape(name, getattr(self, name), (B, K))
+        expect_shape("logprob_model", self.logprob_model, (B,))
+
+
+@torch.no_grad()
+def route_ablation(model, inputs, site: int, positions=None, targets=None) -> RouteAblation:
+    """Mean-ablates each route of one site in turn (the same gates and baseline as gate_attribution).
+
+    Args:
+        model: an ``attnres.Model``.
+        inputs: text, Prompt(s), a Batch or token ids (see ``make_batch``).
+        site: the consuming site l = 1..L+1.
+        positions, targets: as in ``gate_attribution`` (default: last real token, top-1 prediction).
+
+    Returns:
+        RouteAblation.
+    """
+    n_sites = model.config.n_sublayers + 1
+    if not isinstance(site, int) or not 1 <= site <= n_sites:
+        raise ValueError(f"site must be an integer 1..{n_sites}, got {site!r}")
+    tr, tokens, pos, tgt, counts, means = _explained(model, inputs, positions, targets)
+    B, K, first = tokens.shape[0], counts[site - 1], sum(counts[: site - 1])
+    f = _GatedModel(model, counts)
+    gates = torch.ones(K + 1, B, sum(counts), device=tokens.device)  # row 0: the model itself
+    for k in range(K):
+        gates[k + 1, :, first + k] = 0.0
+    out = []
+    step = max(1, _rows_per_evaluation(model, counts, tokens) // B)  # settings per evaluation
+    for a in range(0, K + 1, step):
+        g = gates[a : a + step].reshape(-1, gates.shape[-1])
+        n = g.shape[0] // B
+        out.append(f(g, tokens.repeat(n, 1), pos.repeat(n), tgt.repeat(n), means.repeat(n, 1, 1)).view(n, B))
+    logprob = torch.cat(out)  # [K + 1, B]
+    return RouteAblation(
+        residual=tr.residual,
+        site=site,
+        sources=tuple(tr.labels[site - 1]),
+        positions=to_numpy(pos),
+        targets=to_numpy(tgt),
+        logprob_model=to_numpy(logprob[0]),
+        logprob_ablated=to_numpy(logprob[1:].T),
+        effect=to_numpy((logprob[0][None] - logprob[1:]).T),
+    )
+
+
+def _explained(model, inputs, positions, targets):
+    """(trace, tokens, positions [B], targets [B], sources per site, route means [B, G, d])."""
+    tr = trace(model, inputs)
+    tokens = tr.batch.tokens
+    pos = _per_prompt(positions, last_positions(tr.batch), tokens.device)
+    rows = torch.arange(tokens.shape[0], device=tokens.device)
+    tgt = _per_prompt(targets, tr.logits[rows, pos].argmax(-1), tokens.device)
+    counts = [len(labels) for labels in tr.labels]
+    return tr, tokens, pos, tgt, counts, _route_means(tr, pos)
 
 
 def _rows_per_evaluation(model, counts: list[int], tokens: Tensor) -> int:

@@ -65,7 +65,8 @@ def render_attribution(entry: ModelEntry, settings: Settings):
             f"Explaining the prediction {attr.target_tokens[0]!r} after position {position} "
             f"({prompt.tokens[position]!r}). "
             "Each gate moves the value read along one route from the source's mean over the prompt "
-            "(gate 0) to the source itself (gate 1); attributions sum to log p(model) − log p(means) "
+            "(gate 0) to the source itself (gate 1); the orange bars set one route alone to its mean. "
+            "Attributions sum to log p(model) − log p(means) "
             f"= {attr.logprob_model[0] - attr.logprob_baseline[0]:+.3f} nats, "
             f"to within {abs(attr.convergence_delta[0]):.1e} at {attr.n_steps} steps."
         )
@@ -78,7 +79,12 @@ def render_attribution(entry: ModelEntry, settings: Settings):
         )
     left, right = st.columns(2)
     with left:
-        chart(figures.attribution_vs_weight(attr, site), "attribution_site", data=attr)
+        routes = probe("route_ablation", entry, settings, site=site, positions=position)
+        chart(
+            figures.attribution_vs_weight(attr, site, ablation=routes),
+            "attribution_site",
+            data={"attribution": attr, "route_ablation": routes},
+        )
     with right:
         chart(figures.attribution_heatmap(attr), "attribution_all", data=attr)
     return attr, (site, source)

@@ -126,6 +126,11 @@ def test_attribution_position_selector_explains_that_position(ui):
     heat = ui.chart_titled(at, "IG attribution per depth gate")
     z = np.asarray(ui.array(heat["data"][0]["z"]), dtype=float)
     np.testing.assert_allclose(np.nansum(z), np.nansum(expected.attribution[0]), atol=1e-4)
+    from probes import route_ablation
+
+    site_chart = ui.chart_titled(at, "Routing weight vs attribution")
+    routes = route_ablation(model, prompt, at.session_state["site"], positions=3)
+    np.testing.assert_allclose(ui.array(site_chart["data"][2]["y"]), routes.effect[0], atol=1e-5)
     last = ui.open_app("views/attribution.py", n_steps="16")
     final = len(model.tokenizer.encode(prompt)) - 1
     assert any(f"after position {final} " in c.value.replace("\\", "") for c in last.caption)

@@ -89,6 +89,19 @@ def test_attribution_figures(tiny_results):
         figures.attribution_vs_weight(attr, 99)
 
 
+def test_attribution_chart_with_single_route_ablation(tiny_models, tiny_results):
+    attr = tiny_results["block"]["attribution"]
+    ablation = probes.route_ablation(tiny_models["block"], "ab <script>\nc d", 3)
+    fig = figures.attribution_vs_weight(attr, 3, ablation=ablation)
+    assert [d.name for d in fig.data][2] == "route at its mean alone (Δ log p)" and fig.data[2].yaxis == "y2"
+    np.testing.assert_allclose(fig.data[2].y, ablation.effect[0], rtol=1e-6)
+    low, high = fig.layout.yaxis2.range
+    values = np.concatenate([attr.attribution[0, 2, : len(ablation.sources)], ablation.effect[0]])
+    assert low <= values.min() and high >= values.max()
+    with pytest.raises(ValueError, match="ablation is of site 3"):
+        figures.attribution_vs_weight(attr, 4, ablation=ablation)
+
+
 def test_ablation_chart_and_table(tiny_models):
     model, text = tiny_models["full"], "ab <c d"
     results = [

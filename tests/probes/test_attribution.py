@@ -139,3 +139,58 @@ def test_evaluation_chunks_follow_the_bounds_and_do_not_change_the_result(make_m
     a = gate_attribution(model, ["abcde", "hg"], n_steps=8)
     b = gate_attribution(model, ["abcde", "hg"], n_steps=8, internal_batch_size=2)
     np.testing.assert_allclose(b.attribution, a.attribution, atol=1e-5, equal_nan=True)
+
+
+@torch.no_grad()
+def one_route_at_its_mean(model, text: str, site: int, k: int, position: int, target: int) -> float:
+    """By hand: the model with source k of one site replaced by its mean over positions 0..position."""
+    clean = trace(model, text)
+    mean = clean.sources(site)[k, :, : position + 1].mean(1, keepdim=True)  # [1, 1, d]
+
+    def mixer(l, sources, weights):
+        if l == site:
+            sources = sources.clone()
+            sources[k] = mean.expand_as(sources[k])
+        if weights is None:
+            return sources.sum(0)
+        return torch.einsum("btk,kbtd->btd", weights, sources)
+
+    tokens = make_batch(model, text).tokens
+    return model(tokens, mixer=mixer).logits[0, position].log_softmax(-1)[target].item()
+
+
+@pytest.mark.parametrize(("rule", "block"), RULES)
+def test_route_ablation_replaces_one_source_by_its_mean(make_model, rule, block):
+    from probes import route_ablation
+
+    model = make_model(rule, block, n_layer=2, seed=5)
+    site = 4
+    result = route_ablation(model, ["abcdeh", "hg"], site)
+    assert result.sources == model.depth_source_labels(site)
+    assert result.effect.shape == (2, len(result.sources))
+    for b, text in enumerate(["abcdeh", "hg"]):
+        pos, tgt = int(result.positions[b]), int(result.targets[b])
+        logits = model(make_batch(model, text).tokens).logits
+        assert result.logprob_model[b] == pytest.approx(logits[0, pos].log_softmax(-1)[tgt].item(), abs=1e-5)
+        for k in range(len(result.sources)):
+            by_hand = one_route_at_its_mean(model, text, site, k, pos, tgt)
+            assert result.logprob_ablated[b, k] == pytest.approx(by_hand, abs=1e-5)
+    np.testing.assert_allclose(
+        result.effect, result.logprob_model[:, None] - result.logprob_ablated, atol=1e-6
+    )
+    with pytest.raises(ValueError, match="site must be"):
+        route_ablation(model, "abc", 0)
+
+
+def test_route_ablation_agrees_with_attribution_where_only_one_route_moves(make_bias_toy):
+    from probes import route_ablation
+
+    model = make_bias_toy("full")
+    with torch.no_grad():
+        model.site(7).query.zero_()
+        model.site(7).query[1:7] = -20.0
+    ablation = route_ablation(model, "abcab", 7, targets=2)
+    attribution = gate_attribution(model, "abcab", targets=2, n_steps=64)
+    emb = model.depth_source_labels(7).index("emb")
+    assert ablation.effect[0, emb] == pytest.approx(attribution.attribution[0, 6, emb], abs=1e-3)
+    assert np.abs(np.delete(ablation.effect[0], emb)).max() < 1e-5
