@@ -121,7 +121,9 @@ def _figure_sections(sweep, names: list[str], tokenizers: dict) -> list[tuple[st
         lens_items += [f"<h3>{_esc(n)}: predictions at the last token</h3>"]
         lens_items += [_table(F.logit_lens_table(lens, -1, tokenizers[n]))]
         attr = r[n]["attribution"]
-        attribution_items += [F.attribution_vs_weight(attr, int(attr.sites[-1])), F.attribution_heatmap(attr)]
+        routes = r[n].get("routes")
+        attribution_items += [F.attribution_vs_weight(attr, int(attr.sites[-1]), ablation=routes)]
+        attribution_items += [F.attribution_heatmap(attr)]
         attribution_items += [F.ablation_chart(list(r[n]["ablation"]))]
     return [
         ("depth", "Depth-attention weights (Fig. 8)", depth_items),

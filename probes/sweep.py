@@ -12,7 +12,7 @@ from dataclasses import dataclass, field
 
 from ._common import trace
 from .ablation import ablate
-from .attribution import DEFAULT_IG_STEPS, gate_attribution
+from .attribution import DEFAULT_IG_STEPS, gate_attribution, route_ablation
 from .depth import depth_sinks, depth_weights
 from .gradients import gradient_norms
 from .lens import logit_lens
@@ -20,8 +20,7 @@ from .norms import stream_norms
 from .prompt import encode_prompt
 from .retrieval import depth_retrieval
 
-PROBES = ("depth", "norms", "retrieval", "gradients", "attribution", "ablation", "lens")
-TRACED = ("depth", "norms", "retrieval", "attribution", "lens")  # read probes._common.trace
+TRACED = ("depth", "norms", "retrieval", "attribution", "routes", "lens")  # read probes._common.trace
 # What the app's Compare page shows: depth heatmaps, norm growth, the retrieval table.
 COMPARE_VIEW = ("depth", "norms", "retrieval")
 # Ablations run at the output readout (site L+1), one per mode; zero_source removes the embedding.
@@ -41,30 +40,42 @@ class Sweep:
         return sum(self.seconds[name].values())
 
 
+def _readout(model) -> int:
+    return model.config.n_sublayers + 1
+
+
+def _depth(model, inputs, steps: int):
+    weights = depth_weights(model, inputs)
+    return weights, depth_sinks(weights)
+
+
+def _ablations(model, inputs, steps: int):
+    return tuple(ablate(model, inputs, _readout(model), mode, source=source) for mode, source in ABLATIONS)
+
+
+# probe name -> f(model, inputs, attribution_steps): a probe result or a tuple of them.
+RUNNERS: dict[str, Callable] = {
+    "depth": _depth,  # (DepthWeights, DepthSinks)
+    "norms": lambda model, inputs, steps: stream_norms(model, inputs),
+    "retrieval": lambda model, inputs, steps: depth_retrieval(model, inputs),
+    "gradients": lambda model, inputs, steps: gradient_norms(model, inputs),
+    "attribution": lambda model, inputs, steps: gate_attribution(model, inputs, n_steps=steps),
+    # each route of the output readout alone at its prompt mean
+    "routes": lambda model, inputs, steps: route_ablation(model, inputs, _readout(model)),
+    "ablation": _ablations,  # one AblationResult per entry of ABLATIONS
+    "lens": lambda model, inputs, steps: logit_lens(model, inputs),
+}
+PROBES = tuple(RUNNERS)
+
+
 def _run_probe(probe: str, model, text: str, attribution_steps: int, shared: dict):
-    """One probe's result: a probe result, or a tuple of them (depth + sinks; ablations). The probes
-    that read a no-grad trace share one, made by the first of them (its time counts there)."""
+    """One probe's result. The probes that read a no-grad trace share one, made by the first of
+    them (its time counts there)."""
     if probe in TRACED:
         if "trace" not in shared:
             shared["trace"] = trace(model, text)
         text = shared["trace"]
-    if probe == "depth":
-        weights = depth_weights(model, text)
-        return weights, depth_sinks(weights)
-    if probe == "norms":
-        return stream_norms(model, text)
-    if probe == "retrieval":
-        return depth_retrieval(model, text)
-    if probe == "gradients":
-        return gradient_norms(model, text)
-    if probe == "attribution":
-        return gate_attribution(model, text, n_steps=attribution_steps)
-    if probe == "ablation":
-        site = model.config.n_sublayers + 1
-        return tuple(ablate(model, text, site, mode, source=source) for mode, source in ABLATIONS)
-    if probe == "lens":
-        return logit_lens(model, text)
-    raise ValueError(f"unknown probe {probe!r}; probes are {', '.join(PROBES)}")
+    return RUNNERS[probe](model, text, attribution_steps)
 
 
 def full_sweep(
@@ -80,7 +91,8 @@ def full_sweep(
         models: name -> ``attnres.Model``, or a sequence of models (named "model0", "model1", ...).
         text: the prompt (at least two tokens; gradients need a next token).
         probes: which probes, a subset of ``PROBES`` (depth weights + sinks, stream norms, retrieval,
-            gradients, IG attribution of the last token, the readout ablations, logit lens).
+            gradients, IG attribution of the last token, single-route mean ablations at the readout,
+            the readout ablations, logit lens).
         attribution_steps: integrated-gradients steps.
         on_step: called as ``on_step(name, probe)`` after each probe (e.g. to advance a progress bar).
 
