@@ -11,7 +11,6 @@ Prints a Markdown table and writes the DESIGN.md §5 JSON (plus the CPU name and
 from __future__ import annotations
 
 import argparse
-import datetime
 import os
 import platform
 import statistics
@@ -21,7 +20,7 @@ from pathlib import Path
 import torch
 
 from attnres import Model, ModelConfig
-from benchmarks.harness import cpu_name, write_results
+from benchmarks.harness import cpu_name, cpu_run_header, write_results
 
 SHAPE = dict(vocab_size=96, block_size=256, n_layer=8, n_head=4, d_model=128)
 BATCH, SEQ = 4, 256
@@ -106,10 +105,9 @@ def main() -> None:
     models = build_models()
     tokens = torch.randint(0, SHAPE["vocab_size"], (BATCH, SEQ), generator=torch.Generator().manual_seed(0))
     samples = time_interleaved(models, tokens, args.warmup, args.repeats)
-    now = datetime.datetime.now(datetime.timezone.utc).isoformat(timespec="seconds")
     report = {
-        "device": f"CPU: {cpu_name()}", "machine": platform.machine(), "threads": torch.get_num_threads(),
-        "torch": torch.__version__, "date": now, "repeats": args.repeats,
+        **cpu_run_header(), "device": f"CPU: {cpu_name()}", "machine": platform.machine(),
+        "repeats": args.repeats,
         "load_average_1min": [round(load_before, 2), round(os.getloadavg()[0], 2)],  # before, after: a busy
         "results": results(samples),  # machine inflates every time, and the ratios less so
     }  # fmt: skip
