@@ -3,6 +3,10 @@
 The loss is the mean next-token cross-entropy over the prompt's real tokens. Gradients come from
 ``torch.autograd.grad`` with explicit inputs, so nothing is accumulated into the shared model's
 ``.grad`` fields; each h_l is captured by a mixer that returns the usual weighted sum.
+
+What d loss / d h_l means depends on the rule. In AttnRes models h_l is built afresh at site l and read
+by sublayer l alone. In PreNorm it is the carried stream: a change of h_l reaches every later input
+h_j (j >= l) and the readout, so its gradient is the sum of the gradients at those inputs.
 """
 
 from __future__ import annotations
@@ -34,7 +38,7 @@ class GradientNorms(ProbeResult):
     block_param_grad_norm: np.ndarray  # [n_layer] L2 norm over every parameter of Transformer block i
     embedding_grad_norm: float  # L2 norm over token + position embeddings (and a tied head)
     readout_grad_norm: float  # L2 norm over the output depth attention, final norm and an untied head
-    stream_grad_norm: np.ndarray  # [B, T, S] per-token L2 norm of d loss / d h_l
+    stream_grad_norm: np.ndarray  # [B, T, S] per-token L2 norm of d loss / d h_l (PreNorm: the carried stream)
     stream_grad_norm_mean: np.ndarray  # [S] mean over real tokens
     stream_grad_total: np.ndarray  # [S] L2 norm of d loss / d h_l over the whole batch
 
@@ -94,10 +98,12 @@ def gradient_norms(model, inputs) -> GradientNorms:
         chunk = [g for g in grads[start : start + len(members)] if g is not None]
         param_norms[key] = sum(float(g.float().pow(2).sum()) for g in chunk) ** 0.5
         start += len(members)
-    site_grads = [
-        g if g is not None else torch.zeros_like(h) for g, h in zip(grads[start:], captured, strict=True)
-    ]
-    per_token = torch.stack([g.float().norm(dim=-1) for g in site_grads], -1)  # [B, T, S]
+    site_grads = torch.stack(
+        [g if g is not None else torch.zeros_like(h) for g, h in zip(grads[start:], captured, strict=True)]
+    ).float()  # [S, B, T, d]: each captured h_l feeds sublayer l (or the readout) alone
+    if model.config.residual == "prenorm":  # the stream h_l flows on into h_{l+1}, ..., h_{L+1}
+        site_grads = site_grads.flip(0).cumsum(0).flip(0)
+    per_token = site_grads.norm(dim=-1).permute(1, 2, 0)  # [B, T, S]
     return GradientNorms(
         residual=model.config.residual,
         mask=to_numpy(batch.mask),

@@ -13,18 +13,25 @@ RULES = [("prenorm", None), ("full", None), ("block", 2)]
 
 
 def _independent(model, text):
+    """backward() on a copy, each h_l read where it enters its PreNorm (no mixer involved).
+
+    In PreNorm that tensor is the carried stream itself, so its gradient collects every later use.
+    """
     clone = copy.deepcopy(model)
     batch = make_batch(clone, text)
+    norms = [n for b in clone.blocks for n in (b.attn_norm, b.mlp_norm)] + [clone.final_norm]
     kept = []
 
-    def keep(site, sources, weights):
-        h = sources.sum(0) if weights is None else torch.einsum("btk,kbtd->btd", weights, sources)
-        h.retain_grad()
-        kept.append(h)
-        return h
+    def keep(module, args):
+        args[0].retain_grad()
+        kept.append(args[0])
 
-    loss = clone(batch.tokens, targets=next_token_targets(batch), mixer=keep).loss
+    handles = [n.register_forward_pre_hook(keep) for n in norms]
+    loss = clone(batch.tokens, targets=next_token_targets(batch), depth_impl="sequential").loss
     loss.backward()
+    for handle in handles:
+        handle.remove()
+    assert len(kept) == len(norms)
     blocks = [torch.cat([p.grad.flatten() for p in b.parameters()]).norm().item() for b in clone.blocks]
     return loss.item(), blocks, [h.grad[0].norm(dim=-1).numpy() for h in kept]
 
