@@ -28,8 +28,8 @@ class StreamNorms(ProbeResult):
     source_rms_mean: np.ndarray  # [L+1]
     update_ratio: np.ndarray  # [B, T, L] ||v_l|| / ||h_l||: how loud layer l is against its input
     update_ratio_mean: np.ndarray  # [L]
-    update_share: np.ndarray  # [B, T, L] <c, h_{l+1}> / ||h_{l+1}||^2 for the term c of h_{l+1} holding v_l
-    update_share_mean: np.ndarray  # [L] (PreNorm: c = v_l, the share shrinks with depth)
+    update_share: np.ndarray  # [B, T, L] <w v_l, h_{l+1}> / ||h_{l+1}||^2, w = weight of the source holding v_l
+    update_share_mean: np.ndarray  # [L] (PreNorm: w = 1, the share shrinks with depth)
     carried_rms: np.ndarray  # [B, T, L] RMS of the state carried after layer l: PreNorm the stream
     carried_rms_mean: np.ndarray  # [L]   h_{l+1}, Block the running block sum, Full v_l itself
     block_output_rms: np.ndarray  # [n] carried state after Transformer block i, token mean (Fig. 5b)
@@ -73,7 +73,7 @@ def stream_norms(model, inputs) -> StreamNorms:
     h_rms = torch.stack([rms(h) for h in tr.layer_inputs], -1)  # [B, T, S]
     v_rms = torch.stack([rms(v) for v in [tr.embedding, *tr.sublayer_outputs]], -1)  # [B, T, L+1]
     ratio = v_rms[..., 1:] / h_rms[..., :L]
-    share = torch.stack([_last_share(tr, l + 1) for l in range(1, L + 1)], -1)  # [B, T, L]
+    share = torch.stack([_own_share(tr, l) for l in range(1, L + 1)], -1)  # [B, T, L]
     carried = tr.layer_inputs[1 : L + 1] if tr.residual == "prenorm" else tr._running_block_sums()
     carried_rms = torch.stack([rms(c) for c in carried], -1)  # [B, T, L]
     block_updates = [rms(tr.sublayer_outputs[2 * i] + tr.sublayer_outputs[2 * i + 1]) for i in range(L // 2)]
@@ -99,8 +99,13 @@ def stream_norms(model, inputs) -> StreamNorms:
     )
 
 
-def _last_share(tr, l: int) -> Tensor:
-    """[B, T] share of h_l held by site l's last term (the one that contains v_{l-1})."""
-    h = tr.layer_inputs[l - 1].float()
-    last = tr.contributions(l)[-1].float()
-    return (last * h).sum(-1) / h.pow(2).sum(-1).clamp_min(1e-30)
+def _own_share(tr, l: int) -> Tensor:
+    """[B, T] share of h_{l+1} held by v_l itself, with the weight of the source that holds it.
+
+    Site l+1's last source holds v_l (PreNorm and Full: v_l; Block: the partial or completed sum of
+    v_l's block), so v_l enters h_{l+1} as w * v_l. In Block the other members of that sum are not
+    counted: the share is layer l's own, also at a block's last layer.
+    """
+    h = tr.layer_inputs[l].float()
+    own = tr.weights(l + 1)[..., -1:].float() * tr.sublayer_outputs[l - 1].float()
+    return (own * h).sum(-1) / h.pow(2).sum(-1).clamp_min(1e-30)

@@ -34,6 +34,18 @@ def test_prenorm_update_share_shrinks_exactly_as_computed_by_hand(make_bias_toy)
     assert np.all(np.diff(result.update_share_mean) < 0)
 
 
+@pytest.mark.parametrize(("rule", "block"), [("full", None), ("block", 2), ("block", 3)])
+def test_attnres_update_share_is_layer_ls_own(make_bias_toy, rule, block):
+    model = make_bias_toy(rule, block)
+    result = stream_norms(model, "abcd")
+    v0 = model.wte.weight[make_batch(model, "abcd").tokens[0]] + model.wpe.weight[:4]
+    v0_sq = v0.pow(2).sum(-1).detach().numpy()
+    # zero queries: h_{l+1} = (v_0 + b_1 + ..) / K with v_l = e_l orthonormal and in one source only, so
+    # <v_l / K, h_{l+1}> / ||h_{l+1}||^2 = 1 / (||v_0||^2 + l), also at a block's end (not the block's share)
+    for l in range(1, 7):
+        np.testing.assert_allclose(result.update_share[0, :, l - 1], 1 / (v0_sq + l), rtol=1e-5)
+
+
 def test_block_carried_state_is_a_saw_tooth(make_bias_toy):
     result = stream_norms(make_bias_toy("block", 2), "abcd")
     unit = 1 / math.sqrt(16)  # rms(e_l)
