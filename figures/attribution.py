@@ -28,6 +28,11 @@ def attribution_vs_weight(attr, site: int, prompt_index: int = 0, ablation=None)
     """Grouped bars per source of one site: routing weight (left axis) vs IG attribution (right axis),
     and with ``ablation`` the effect of mean-ablating each route alone (right axis, same units).
 
+    The two right-axis bars answer different questions, and the chart says so: IG moves every route
+    towards its prompt mean together and shares the total effect along that path (the bars add up to
+    it); occlusion sets one route to its mean with the others real (the bars do not add up, routes
+    interact). Both replace the route at every position up to the explained one.
+
     Args:
         attr: a ``probes.GateAttribution``.
         site: the consuming site l (1..L+1).
@@ -47,11 +52,19 @@ def attribution_vs_weight(attr, site: int, prompt_index: int = 0, ablation=None)
         if ablation.site != site or len(ablation.sources) != k:
             raise ValueError(f"the ablation is of site {ablation.site}, the chart of site {site}")
         effect = ablation.effect[prompt_index]
-        fig.add_trace(_bar(labels, effect, "route at its mean alone (Δ log p)", 2, "#ff9f40", "y2"))
+        fig.add_trace(
+            _bar(labels, effect, "occlusion: route alone at its mean (Δ log p)", 2, "#ff9f40", "y2")
+        )
         right = np.concatenate([attribution, effect])
     where = site_label(site, _kind(attr, row))
     title = f"Routing weight vs attribution at {where}"
-    layout(fig, title, "source", "weight α", subtitle=_target(attr, prompt_index))
+    subtitle = _target(attr, prompt_index)
+    if ablation is not None:
+        subtitle += (
+            "<br>IG: all routes to their means together, credit adds up to the total · occlusion: one route"
+            " at its mean, the others real, not additive"
+        )
+    layout(fig, title, "source", "weight α", subtitle=subtitle)
     _thin_x(fig, labels)
     weight_range, attribution_range = _aligned_ranges(weight, right)
     fig.update_layout(

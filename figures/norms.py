@@ -17,7 +17,16 @@ def _check(results, names) -> None:
         raise ValueError(f"{len(results)} results but {len(names)} names")
 
 
-def _lines(series, names, title: str, x_title: str, y_title: str, log_y: bool = False, x_prefix: str = ""):
+def _lines(
+    series,
+    names,
+    title: str,
+    x_title: str,
+    y_title: str,
+    log_y: bool = False,
+    x_prefix: str = "",
+    subtitle="",
+):
     """One line per model: series is a list of (residual, x values, y values)."""
     fig = go.Figure()
     for i, ((residual, x, y), name) in enumerate(zip(series, names, strict=True)):
@@ -32,7 +41,7 @@ def _lines(series, names, title: str, x_title: str, y_title: str, log_y: bool = 
                 hovertemplate=f"{x_prefix}%{{x}}<br>%{{y:.5g}}<extra>{label}</extra>",
             )
         )
-    layout(fig, title, x_title, y_title)
+    layout(fig, title, x_title, y_title, subtitle=subtitle)
     if log_y:
         log_axis(fig, *[y for _, _, y in series])
     return fig
@@ -74,11 +83,20 @@ def update_share_chart(norms_list, names):
 def block_output_chart(norms_list, names):
     """Paper Fig. 5b: RMS of the carried state after each Transformer block (token mean).
 
-    PreNorm's carried state is the stream (grows with depth); Block AttnRes carries the running block
-    sum (resets at block boundaries: saw-tooth); Full AttnRes carries each block's own output.
+    The quantity is each rule's carried state, which is not the same thing in the three rules, and the
+    subtitle names what each line is: PreNorm carries the stream (grows with depth); Block AttnRes
+    the running block sum (resets at block boundaries: saw-tooth); Full AttnRes no sum at all, so its
+    line is the block's last output v_2i (its MLP's).
     """
     _check(norms_list, names)
     series = [(n.residual, range(1, len(n.block_output_rms) + 1), n.block_output_rms) for n in norms_list]
+    carried = {
+        "prenorm": "PreNorm: the stream h",
+        "block": "Block: the running block sum",
+        "full": "Full: its MLP output",
+    }
+    shown = dict.fromkeys(n.residual for n in norms_list)
+    subtitle = "RMS after each block of " + " · ".join(carried[r] for r in shown if r in carried)
     return _lines(
         series,
         names,
@@ -87,6 +105,7 @@ def block_output_chart(norms_list, names):
         "RMS",
         False,
         "block ",
+        subtitle,
     )
 
 

@@ -38,7 +38,9 @@ class GradientNorms(ProbeResult):
     block_param_grad_norm: np.ndarray  # [n_layer] L2 norm over every parameter of Transformer block i
     embedding_grad_norm: float  # L2 norm over token + position embeddings (and a tied head)
     readout_grad_norm: float  # L2 norm over the output depth attention, final norm and an untied head
-    stream_grad_norm: np.ndarray  # [B, T, S] per-token L2 norm of d loss / d h_l (PreNorm: the carried stream)
+    stream_grad_norm: (
+        np.ndarray
+    )  # [B, T, S] per-token L2 norm of d loss / d h_l (PreNorm: the carried stream)
     stream_grad_norm_mean: np.ndarray  # [S] mean over real tokens
     stream_grad_total: np.ndarray  # [S] L2 norm of d loss / d h_l over the whole batch
 

@@ -28,7 +28,9 @@ class StreamNorms(ProbeResult):
     source_rms_mean: np.ndarray  # [L+1]
     update_ratio: np.ndarray  # [B, T, L] ||v_l|| / ||h_l||: how loud layer l is against its input
     update_ratio_mean: np.ndarray  # [L]
-    update_share: np.ndarray  # [B, T, L] <w v_l, h_{l+1}> / ||h_{l+1}||^2, w = weight of the source holding v_l
+    update_share: (
+        np.ndarray
+    )  # [B, T, L] <w v_l, h_{l+1}> / ||h_{l+1}||^2, w = weight of the source holding v_l
     update_share_mean: np.ndarray  # [L] (PreNorm: w = 1, the share shrinks with depth)
     carried_rms: np.ndarray  # [B, T, L] RMS of the state carried after layer l: PreNorm the stream
     carried_rms_mean: np.ndarray  # [L]   h_{l+1}, Block the running block sum, Full v_l itself

@@ -25,6 +25,9 @@ def test_norm_charts_plot_the_probe_numbers(shipped_results):
     assert fig5b.layout.title.text.startswith("Fig. 5b")
     assert fig5b.layout.xaxis.title.text == "Transformer block"
     np.testing.assert_allclose(fig5b.data[2].y, norms[2].block_output_rms, rtol=1e-6)
+    for quantity in ("PreNorm: the stream h", "Block: the running block sum", "Full: its MLP output"):
+        assert quantity in fig5b.layout.title.subtitle.text
+    assert "Full" not in figures.block_output_chart(norms[:1], names[:1]).layout.title.subtitle.text
     ratio, share = figures.update_ratio_chart(norms, names), figures.update_share_chart(norms, names)
     np.testing.assert_allclose(ratio.data[1].y, norms[1].update_ratio_mean, rtol=1e-6)
     np.testing.assert_allclose(share.data[0].y, norms[0].update_share_mean, rtol=1e-6)
@@ -79,6 +82,7 @@ def test_attribution_figures(tiny_results):
     np.testing.assert_allclose(fig.data[0].y, attr.weight[0, 2, :k], rtol=1e-6)
     np.testing.assert_allclose(fig.data[1].y, attr.attribution[0, 2, :k], rtol=1e-6)
     assert fig.layout.barmode == "group" and fig.data[1].yaxis == "y2"
+    assert "not additive" not in fig.layout.title.subtitle.text  # no occlusion bars, nothing to tell apart
     heat = figures.attribution_heatmap(tiny_results["full"]["attribution"])
     full = tiny_results["full"]["attribution"]
     np.testing.assert_array_equal(
@@ -93,7 +97,8 @@ def test_attribution_chart_with_single_route_ablation(tiny_models, tiny_results)
     attr = tiny_results["block"]["attribution"]
     ablation = probes.route_ablation(tiny_models["block"], "ab <script>\nc d", 3)
     fig = figures.attribution_vs_weight(attr, 3, ablation=ablation)
-    assert [d.name for d in fig.data][2] == "route at its mean alone (Δ log p)" and fig.data[2].yaxis == "y2"
+    assert [d.name for d in fig.data][2] == "occlusion: route alone at its mean (Δ log p)"
+    assert fig.data[2].yaxis == "y2" and "not additive" in fig.layout.title.subtitle.text
     np.testing.assert_allclose(fig.data[2].y, ablation.effect[0], rtol=1e-6)
     low, high = fig.layout.yaxis2.range
     values = np.concatenate([attr.attribution[0, 2, : len(ablation.sources)], ablation.effect[0]])
