@@ -3,9 +3,15 @@
     python -m attnres.train --residual block --attnres-block-size 4 --out runs/block
     torchrun --nproc_per_node 2 -m attnres.train ...        # data parallel (gloo on CPU, nccl on GPU)
 
-AdamW with linear warm-up and cosine decay, a fixed seed for the weights and (separately) for the
-data order, periodic validation on a fixed held-out slice, snapshots in our checkpoint format and a
-``train_log.csv`` with per-block gradient norms (the quantity of the paper's Fig. 5c).
+AdamW with linear warm-up and cosine decay (or warm-up, a stable phase and a decay at the end:
+``--schedule wsd``), a fixed seed for the weights and (separately) for the data order, periodic
+validation on a fixed held-out slice, snapshots in our checkpoint format and a ``train_log.csv`` with
+per-block gradient norms (the quantity of the paper's Fig. 5c).
+
+A run is resumable: ``--checkpoint-every N`` keeps the weights, the optimizer, the data order's
+generator and the log under ``OUT/resume/`` every N steps, and ``--resume`` continues from there to
+the same weights as an uninterrupted run. ``--stop-after N`` ends this process after N steps (a
+time-boxed share of a long run), leaving the resume state behind.
 """
 
 from __future__ import annotations
@@ -47,6 +53,8 @@ class TrainArgs:
     lr: float = 2e-3
     min_lr: float = 2e-4
     warmup: int = 200
+    schedule: str = "cosine"  # "cosine" decays from the warm-up on; "wsd" holds lr, then decays
+    decay_fraction: float = 0.2  # wsd: the last fraction of the steps, cosine from lr to min_lr
     weight_decay: float = 0.1
     grad_clip: float = 1.0
     seed: int = 1337
@@ -56,6 +64,9 @@ class TrainArgs:
     device: str = "auto"
     dtype: str = "bf16"  # autocast dtype on CUDA; CPU always trains in fp32
     progress: bool = True
+    checkpoint_every: int = 0  # steps between resume states under out/resume/ (0: none)
+    resume: bool = False  # continue from out/resume/ when it is there
+    stop_after: int = 0  # end this process after this many steps (0: run to the end)
 
 
 def parse_args(argv=None) -> TrainArgs:
@@ -74,10 +85,21 @@ def parse_args(argv=None) -> TrainArgs:
 
 
 def lr_at(step: int, args: TrainArgs) -> float:
-    """Linear warm-up, then cosine decay from lr to min_lr at the last step."""
+    """Linear warm-up, then cosine decay from lr to min_lr at the last step.
+
+    With ``schedule="wsd"`` the rate stays at lr after the warm-up and the cosine decay takes only
+    the last ``decay_fraction`` of the steps.
+    """
+    if args.schedule not in ("cosine", "wsd"):
+        raise ValueError(f"schedule must be 'cosine' or 'wsd', got {args.schedule!r}")
     if step < args.warmup:
         return args.lr * (step + 1) / args.warmup
-    progress = (step - args.warmup) / max(1, args.steps - args.warmup)
+    start = args.warmup
+    if args.schedule == "wsd":
+        start = max(args.warmup, round(args.steps * (1 - args.decay_fraction)))
+        if step < start:
+            return args.lr
+    progress = (step - start) / max(1, args.steps - start)
     return args.min_lr + 0.5 * (args.lr - args.min_lr) * (1 + math.cos(math.pi * min(1.0, progress)))
 
 
@@ -213,11 +235,20 @@ def train(args: TrainArgs) -> dict:
     sampler = BatchSampler(corpus.train, args.block_size, args.batch_size, args.seed, ddp.rank)
     autocast = autocast_for(device, args.dtype)
     out = Path(args.out)
-    log = _Log(out, model, ddp.rank == 0)
+    first = _resume(args, model, optimizer, sampler, ddp) if args.resume else 0
+    log = _Log(out, model, ddp.rank == 0, kept_steps=first)
     snapshot_steps = {int(s) for s in args.snapshots.split(",") if s.strip()}
-    started = time.time()
+    started = time.time() - (_resumed_wall(out) if first else 0.0)
     bar = _progress(args, ddp.rank == 0)
-    for step in range(args.steps + 1):
+    bar.update(first)
+    for step in range(first, args.steps + 1):
+        if step > first and args.checkpoint_every and step % args.checkpoint_every == 0:
+            _save_resume(out, step, model, optimizer, sampler, ddp, time.time() - started)
+        if args.stop_after and step == first + args.stop_after and step < args.steps:
+            _save_resume(out, step, model, optimizer, sampler, ddp, time.time() - started)
+            bar.close()
+            ddp.close()
+            return {"stopped at step": step}
         if step in snapshot_steps and ddp.rank == 0:
             save_model(
                 model,
@@ -269,18 +300,61 @@ def _progress(args: TrainArgs, show: bool):
     return tqdm(total=args.steps, disable=not (show and args.progress), desc=Path(args.out).name, unit="step")
 
 
-class _Log:
-    """train_log.csv, written by rank 0 only."""
+RESUME_DIR = "resume"
 
-    def __init__(self, out: Path, model: Model, enabled: bool):
+
+def _save_resume(out: Path, step: int, model: Model, optimizer, sampler, ddp, wall: float) -> None:
+    """Everything a later process needs to go on as if uninterrupted (each rank its data order)."""
+    folder = out / RESUME_DIR
+    folder.mkdir(parents=True, exist_ok=True)
+    torch.save({"generator": sampler.generator.get_state()}, folder / f"data-rank{ddp.rank}.pt")
+    if ddp.rank == 0:
+        state = {
+            "step": step,
+            "wall": wall,
+            "model": model.state_dict(),
+            "optimizer": optimizer.state_dict(),
+        }
+        torch.save(state, folder / "state.pt.tmp")
+        os.replace(folder / "state.pt.tmp", folder / "state.pt")
+
+
+def _resume(args: TrainArgs, model: Model, optimizer, sampler, ddp) -> int:
+    """Loads out/resume/ (plain tensors only: weights_only=True) and returns its step; 0 without one."""
+    folder = Path(args.out) / RESUME_DIR
+    if not (folder / "state.pt").is_file():
+        return 0
+    state = torch.load(folder / "state.pt", map_location="cpu", weights_only=True)
+    data = torch.load(folder / f"data-rank{ddp.rank}.pt", map_location="cpu", weights_only=True)
+    model.load_state_dict(state["model"])
+    optimizer.load_state_dict(state["optimizer"])
+    sampler.generator.set_state(data["generator"])
+    return int(state["step"])
+
+
+def _resumed_wall(out: Path) -> float:
+    state = torch.load(out / RESUME_DIR / "state.pt", map_location="cpu", weights_only=True)
+    return float(state["wall"])
+
+
+class _Log:
+    """train_log.csv, written by rank 0 only; a resumed run keeps the rows up to its step."""
+
+    def __init__(self, out: Path, model: Model, enabled: bool, kept_steps: int = 0):
         self.enabled, self.writer = enabled, None
         if enabled:
             out.mkdir(parents=True, exist_ok=True)
-            self.file = open(out / "train_log.csv", "w", newline="")  # noqa: SIM115 (closed in close())
+            path = out / "train_log.csv"
+            kept = []
+            if kept_steps and path.is_file():
+                with open(path, newline="") as old:
+                    kept = [row for row in csv.DictReader(old) if int(row["step"]) <= kept_steps]
+            self.file = open(path, "w", newline="")  # noqa: SIM115 (closed in close())
             fields = ["step", "tokens", "train_loss", "val_loss", "lr", "grad_norm"]
             fields += [f"grad_norm_block_{i}" for i in range(len(model.blocks))]
             self.writer = csv.DictWriter(self.file, fieldnames=fields)
             self.writer.writeheader()
+            self.writer.writerows(kept)
 
     def write(self, row: dict) -> None:
         if self.writer:

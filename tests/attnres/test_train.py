@@ -33,6 +33,34 @@ def test_lr_schedule_warmup_then_cosine():
     assert lr_at(110, args) == pytest.approx(0.1)
 
 
+def test_wsd_schedule_holds_then_decays():
+    args = TrainArgs(out="x", lr=1.0, min_lr=0.1, warmup=10, steps=110, schedule="wsd", decay_fraction=0.2)
+    assert lr_at(9, args) == pytest.approx(1.0) and lr_at(87, args) == pytest.approx(1.0)
+    assert lr_at(88, args) == pytest.approx(1.0)  # the decay starts at step 110 * 0.8 = 88
+    assert lr_at(99, args) == pytest.approx(0.1 + 0.45 * (1 + math.cos(math.pi * 0.5)))
+    assert lr_at(110, args) == pytest.approx(0.1)
+    with pytest.raises(ValueError, match="schedule"):
+        lr_at(0, TrainArgs(out="x", schedule="linear"))
+
+
+def test_an_interrupted_run_resumes_to_the_same_weights(tmp_path):
+    common = ["--residual", "block", "--attnres-block-size", "2", "--steps", "12", "--eval-every", "4",
+              "--snapshots", "0,6", "--checkpoint-every", "4", *TINY]  # fmt: skip
+    train(parse_args(["--out", str(tmp_path / "straight"), *common]))
+    assert train(parse_args(["--out", str(tmp_path / "split"), *common, "--stop-after", "5"])) == {
+        "stopped at step": 5
+    }
+    assert not (tmp_path / "split" / "model.safetensors").exists()
+    train(parse_args(["--out", str(tmp_path / "split"), *common, "--resume"]))
+    a, b = load_model(tmp_path / "straight"), load_model(tmp_path / "split")
+    assert all(torch.equal(a.state_dict()[k], v) for k, v in b.state_dict().items())
+    logs = [list(csv.DictReader(open(tmp_path / run / "train_log.csv"))) for run in ("straight", "split")]
+    assert [r["step"] for r in logs[1]] == [str(i) for i in range(1, 13)]
+    assert [r["train_loss"] for r in logs[0]] == [r["train_loss"] for r in logs[1]]
+    snaps = [load_model(tmp_path / run / "snapshots" / "step-000006") for run in ("straight", "split")]
+    assert all(torch.equal(snaps[0].state_dict()[k], v) for k, v in snaps[1].state_dict().items())
+
+
 def test_tiny_run_learns_and_writes_checkpoints(tmp_path):
     args = parse_args(["--out", str(tmp_path / "m"), "--residual", "full", "--steps", "40",
                        "--eval-every", "20", "--snapshots", "0,20", "--lr", "1e-2", *TINY])  # fmt: skip
