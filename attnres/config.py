@@ -3,8 +3,9 @@
 from __future__ import annotations
 
 import dataclasses
-import math
 from dataclasses import dataclass
+
+from .sources import SourceRule
 
 RESIDUALS = ("prenorm", "full", "block")
 NORMS = ("rmsnorm", "layernorm")
@@ -108,9 +109,7 @@ class ModelConfig:
     @property
     def n_blocks(self) -> int:
         """N: depth-attention blocks (Block AttnRes); L for Full, 0 for PreNorm."""
-        if self.residual == "block":
-            return math.ceil(self.n_sublayers / self.attnres_block_size)
-        return self.n_sublayers if self.residual == "full" else 0
+        return SourceRule.of(self).N if self.residual != "prenorm" else 0
 
     def to_dict(self) -> dict:
         """Plain dict of every field (JSON-ready)."""

@@ -14,6 +14,7 @@ import torch
 
 from .config import ModelConfig
 from .model import empty_model
+from .sources import SourceRule
 
 GIB = 2**30
 VOCAB = 84  # characters of the Shakespeare corpus (attnres.data)
@@ -75,12 +76,16 @@ def count_params(preset: Preset, rule: str = "full", attnres_block_size: int | N
 
 
 def _sources(L: int, rule: str, attnres_block_size: int | None) -> int:
-    """Sources stacked over all L+1 sites (each kept raw and RMS-normalised for backward)."""
-    if rule == "full":
-        return (L + 1) * (L + 2) // 2
+    """Sources stacked over all L+1 sites (each kept raw and RMS-normalised for backward).
+
+    Full: the exact sum of K_l; Block: every site counted with N + 2 sources (an over-estimate).
+    """
+    if rule not in ("full", "block"):
+        return 0
+    sources = SourceRule(rule, L, attnres_block_size or 1)
     if rule == "block":
-        return (L + 1) * (-(-L // (attnres_block_size or 1)) + 2)
-    return 0
+        return (L + 1) * (sources.N + 2)
+    return sum(len(sources.labels(l)) for l in range(1, L + 2))
 
 
 def estimate_memory(preset: Preset, rule: str = "full", attnres_block_size: int | None = None) -> int:

@@ -20,6 +20,7 @@ from dataclasses import dataclass
 import torch
 
 from .model import Model
+from .sources import SourceRule, running_block_sums, source_tensors
 
 SEVERITIES = ("error", "warning", "info")
 CONCENTRATED = 0.9  # alpha above this on one source: the site effectively copies it
@@ -142,28 +143,13 @@ def _probe(model: Model, prompt_ids) -> list[Finding]:
     device = next(model.parameters()).device
     tokens = torch.as_tensor(prompt_ids, dtype=torch.long, device=device).reshape(1, -1)
     it = model(tokens, return_internals=True, depth_impl="sequential").internals
-    findings = []
+    findings, rule = [], SourceRule.of(cfg)
+    running = running_block_sums(rule, it.sublayer_outputs)
     for l, (weights, labels) in enumerate(zip(it.depth_weights, it.depth_sources, strict=True), start=1):
-        sources = _sources(it, labels, l, cfg.attnres_block_size or 1)
+        sources = source_tensors(rule, l, it.embedding, it.sublayer_outputs, running)
         findings += _alpha_sum(l, weights) + _embedding_twice(l, labels, sources)
         findings += _spike(l, weights, sources)
     return findings
-
-
-def _sources(it, labels: tuple[str, ...], l: int, S: int) -> list[torch.Tensor]:
-    """Rebuilds the source tensors a site read from the recorded outputs (labels: DESIGN.md §3)."""
-    outs, result = it.sublayer_outputs, []
-    for label in labels:
-        if label == "emb":
-            result.append(it.embedding)
-        elif label.startswith("L"):
-            result.append(outs[int(label[1:]) - 1])
-        elif label.startswith("B"):
-            n = int(label[1:])
-            result.append(torch.stack(outs[(n - 1) * S : n * S]).sum(0))
-        else:  # partial: the current block's outputs so far
-            result.append(torch.stack(outs[(l - 1) // S * S : l - 1]).sum(0))
-    return result
 
 
 def _alpha_sum(l: int, weights: torch.Tensor) -> list[Finding]:

@@ -26,6 +26,7 @@ from torch.overrides import TorchFunctionMode
 from . import kernels
 from .config import ModelConfig
 from .layers import Block, DepthAttention, make_norm
+from .sources import SourceRule
 
 # A mixer replaces the weighted sum at a site (used by probes for ablation and attribution):
 # mixer(site, sources [K, B, T, d], weights [B, T, K] or None for PreNorm) -> h [B, T, d].
@@ -145,15 +146,8 @@ class Model(nn.Module):
         return block.attn_res if l % 2 else block.mlp_res
 
     def depth_source_labels(self, l: int) -> tuple[str, ...]:
-        """Labels of the sources that site l reads (DESIGN.md §3)."""
-        cfg, L = self.config, self.config.n_sublayers
-        if cfg.residual != "block":
-            return ("emb",) + tuple(f"L{i}" for i in range(1, min(l, L + 1)))
-        S = cfg.attnres_block_size
-        if l == L + 1:
-            return ("emb",) + tuple(f"B{n}" for n in range(1, cfg.n_blocks + 1))
-        n, first = (l - 1) // S + 1, (l - 1) % S == 0
-        return ("emb",) + tuple(f"B{i}" for i in range(1, n)) + (() if first else ("partial",))
+        """Labels of the sources that site l reads (DESIGN.md §3; the rule lives in sources.py)."""
+        return SourceRule.of(self.config).labels(l)
 
     def readout(self, h: Tensor) -> Tensor:
         """Final norm then LM head: logits from any stream state (also the logit lens)."""
@@ -207,16 +201,13 @@ class Model(nn.Module):
         self, v0: Tensor, rec: _Recorder | None, mixer: Mixer | None, shared_keys=False
     ) -> Tensor:
         """The equations as written, one site at a time; returns h_{L+1}."""
-        cfg, L = self.config, self.config.n_sublayers
-        S = cfg.attnres_block_size if cfg.residual == "block" else 1
+        cfg, L, rule = self.config, self.config.n_sublayers, SourceRule.of(self.config)
         completed, partial = [v0], None  # Full: v_0..v_{l-1}; Block: b_0..b_{n-1}
         stream = v0  # PreNorm: h_l = v_0 + sum_{i<l} v_i, kept as a running sum
         # shared_keys (a mixer run with depth_impl="two_phase", e.g. attribution's gated passes): each
         # completed source's unit-RMS key is kept, instead of normalising every source at every site.
         eps, keys = cfg.key_norm_eps, ([] if shared_keys and cfg.residual != "prenorm" else None)
         for l in range(1, L + 2):
-            if l == L + 1 and partial is not None:
-                completed, partial = completed + [partial], None  # last block counts as done
             sources = completed + ([partial] if partial is not None else [])
             if keys is not None:
                 keys += [_unit_rms(v, eps) for v in completed[len(keys) :]]
@@ -231,7 +222,7 @@ class Model(nn.Module):
                 rec.output(v)
             stream = stream + v
             partial = v if partial is None else partial + v  # b_n accumulates its sublayers
-            if l % S == 0:
+            if rule.ends_block(l):  # the last block ends at L, even when shorter
                 completed, partial = completed + [partial], None
         raise AssertionError("unreachable")
 

@@ -12,6 +12,8 @@ from __future__ import annotations
 import numpy as np
 import plotly.graph_objects as go
 
+from attnres.sources import SourceRule
+
 from ._grid import site_label
 from .style import (
     PRENORM_NOTE,
@@ -29,23 +31,13 @@ KIND_COLOURS = {"attn": "#1f77b4", "mlp": "#ff7f0e", "readout": "#2ca02c"}
 ARC_STEPS = 24
 
 
-def source_position(label: str, site: int, n_sublayers: int, block_size: int | None) -> int:
-    """x of a source on the layer axis: emb 0, Li at i, Bn at its block's last layer, partial at l-1."""
-    if label == "emb":
-        return 0
-    if label == "partial":
-        return site - 1
-    if label.startswith("B"):
-        return min(int(label[1:]) * (block_size or 1), n_sublayers)
-    return int(label[1:])
+def source_rule(retrieval) -> SourceRule:
+    """Which outputs each of the retrieval's source labels sums (attnres.sources).
 
-
-def _block_size(retrieval) -> int | None:
-    """Sublayers per depth block, read off the labels: the site after B1 becomes available."""
-    for l, labels in zip(retrieval.sites, retrieval.sources, strict=True):
-        if "B1" in labels:
-            return int(l) - 1
-    return None
+    A source is drawn at its latest output: emb at 0, Li at i, Bn at its block's last layer, the
+    partial sum at l-1.
+    """
+    return SourceRule(retrieval.residual, len(retrieval.sites) - 1, retrieval.attnres_block_size)
 
 
 def strengths(retrieval) -> np.ndarray:
@@ -64,15 +56,14 @@ def _arc(x0: float, x1: float, bend: float) -> tuple[list[float], list[float]]:
 
 def arcs(retrieval, threshold: float = 0.1) -> list[dict]:
     """Every (source, consumer) pair with |strength| > threshold: source, site, kind, x0, x1, strength."""
-    L, size = len(retrieval.sites) - 1, _block_size(retrieval)
-    table, out = strengths(retrieval), []
+    rule, table, out = source_rule(retrieval), strengths(retrieval), []
     for row, (site, kind, labels) in enumerate(
         zip(retrieval.sites, retrieval.kinds, retrieval.sources, strict=True)
     ):
         for k, label in enumerate(labels):
             value = float(table[row, k])
             if np.isfinite(value) and abs(value) > threshold:
-                x0 = source_position(label, int(site), L, size)
+                x0 = rule.last_member(label, int(site))
                 out.append(
                     {
                         "source": label,
@@ -97,11 +88,11 @@ def _ticks(retrieval) -> tuple[list[int], list[str]]:
     Only emb, out and every 2nd (L <= 8) or 4th layer are labelled, so a third-width chart stays
     legible; the others keep an empty label (hover names every node).
     """
-    L, size = len(retrieval.sites) - 1, _block_size(retrieval)
+    L, rule = len(retrieval.sites) - 1, source_rule(retrieval)
     step = 2 if L <= 8 else 4
     text = ["emb"] + [f"L{l}" if l % step == 0 and l < L else "" for l in range(1, L + 1)] + ["out"]
     for name in _block_names(retrieval):
-        x = source_position(name, 0, L, size)
+        x = rule.last_member(name, 0)
         text[x] += f"<br><b>{safe_label(name)}</b>"
     return list(range(L + 2)), text
 
@@ -124,19 +115,19 @@ def _node_trace(retrieval) -> go.Scatter:
 
 def _block_sum_trace(retrieval) -> go.Scatter | None:
     """Open diamonds where block sums sit (Block AttnRes only)."""
-    size = _block_size(retrieval)
-    if retrieval.residual != "block" or size is None:
+    if retrieval.residual != "block":
         return None
-    L, names = len(retrieval.sites) - 1, _block_names(retrieval)
-    xs = [source_position(n, 0, L, size) for n in names]
+    rule, names = source_rule(retrieval), _block_names(retrieval)
+    members = [rule.members(n, 0) for n in names]
+    xs = [m[-1] for m in members]
     return go.Scatter(
         x=xs,
         y=[0.0] * len(xs),
         mode="markers",
         marker={"size": 22, "symbol": "diamond-open", "color": "black", "line": {"width": 2}},
         hovertext=[
-            f"{safe_label(n)} = L{(int(n[1:]) - 1) * size + 1} + .. + L{x} (block sum)"
-            for n, x in zip(names, xs, strict=True)
+            f"{safe_label(n)} = L{m[0]} + .. + L{m[-1]} (block sum)"
+            for n, m in zip(names, members, strict=True)
         ],
         hoverinfo="text",
         name="block sum",

@@ -14,6 +14,8 @@ import numpy as np
 import torch
 from torch import Tensor
 
+from attnres.sources import SourceRule, running_block_sums, source_tensors
+
 from .prompt import Batch, make_batch
 
 
@@ -124,42 +126,26 @@ class Trace:
             return h.new_ones(h.shape[0], h.shape[1], len(self.labels[l - 1]))
         return self.depth_weights[l - 1]
 
+    @property
+    def source_rule(self) -> SourceRule:
+        """Which outputs each source label sums (attnres.sources)."""
+        return SourceRule.of(self.model.config)
+
     def sources(self, l: int) -> Tensor:
         """[K_l, B, T, d] the sources site l reads, rebuilt from v_0..v_L by their labels.
 
         Block sums and partial sums are accumulated in the model's own order, so they are bit-identical
         to what the model mixed.
         """
-        running = self._running_block_sums()
-        size = self.model.config.attnres_block_size or 1
-        L = self.n_sites - 1
-        out = []
-        for label in self.labels[l - 1]:
-            if label == "emb":
-                out.append(self.embedding)
-            elif label == "partial":
-                out.append(running[l - 2])
-            elif label.startswith("B"):
-                out.append(running[min(int(label[1:]) * size, L) - 1])
-            else:
-                out.append(self.sublayer_outputs[int(label[1:]) - 1])
-        return torch.stack(out)
+        return torch.stack(source_tensors(self.source_rule, l, self.embedding, self.sublayer_outputs))
 
     def contributions(self, l: int) -> Tensor:
         """[K_l, B, T, d] weight_k * source_k: the terms whose sum is h_l."""
         return self.weights(l).permute(2, 0, 1).unsqueeze(-1) * self.sources(l)
 
-    def _running_block_sums(self) -> list[Tensor]:
+    def running_block_sums(self) -> list[Tensor]:
         """running[i-1] = sum of the outputs of layer i's depth block up to and including v_i."""
-        if self.residual != "block":
-            return self.sublayer_outputs
-        size, running, partial = self.model.config.attnres_block_size, [], None
-        for i, v in enumerate(self.sublayer_outputs, start=1):
-            partial = v if partial is None else partial + v
-            running.append(partial)
-            if i % size == 0:
-                partial = None
-        return running
+        return running_block_sums(self.source_rule, self.sublayer_outputs)
 
 
 @torch.no_grad()

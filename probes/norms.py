@@ -76,7 +76,7 @@ def stream_norms(model, inputs) -> StreamNorms:
     v_rms = torch.stack([rms(v) for v in [tr.embedding, *tr.sublayer_outputs]], -1)  # [B, T, L+1]
     ratio = v_rms[..., 1:] / h_rms[..., :L]
     share = torch.stack([_own_share(tr, l) for l in range(1, L + 1)], -1)  # [B, T, L]
-    carried = tr.layer_inputs[1 : L + 1] if tr.residual == "prenorm" else tr._running_block_sums()
+    carried = tr.layer_inputs[1 : L + 1] if tr.residual == "prenorm" else tr.running_block_sums()
     carried_rms = torch.stack([rms(c) for c in carried], -1)  # [B, T, L]
     block_updates = [rms(tr.sublayer_outputs[2 * i] + tr.sublayer_outputs[2 * i + 1]) for i in range(L // 2)]
     block_update_rms = torch.stack(block_updates, -1)
@@ -104,10 +104,10 @@ def stream_norms(model, inputs) -> StreamNorms:
 def _own_share(tr, l: int) -> Tensor:
     """[B, T] share of h_{l+1} held by v_l itself, with the weight of the source that holds it.
 
-    Site l+1's last source holds v_l (PreNorm and Full: v_l; Block: the partial or completed sum of
+    One source of site l+1 holds v_l (PreNorm and Full: v_l; Block: the partial or completed sum of
     v_l's block), so v_l enters h_{l+1} as w * v_l. In Block the other members of that sum are not
     counted: the share is layer l's own, also at a block's last layer.
     """
-    h = tr.layer_inputs[l].float()
-    own = tr.weights(l + 1)[..., -1:].float() * tr.sublayer_outputs[l - 1].float()
+    h, k = tr.layer_inputs[l].float(), tr.source_rule.holder(l, l + 1)
+    own = tr.weights(l + 1)[..., k : k + 1].float() * tr.sublayer_outputs[l - 1].float()
     return (own * h).sum(-1) / h.pow(2).sum(-1).clamp_min(1e-30)

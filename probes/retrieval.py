@@ -15,6 +15,8 @@ import numpy as np
 import torch
 from torch import Tensor
 
+from attnres.sources import SourceRule
+
 from ._common import (
     ProbeResult,
     expect_shape,
@@ -33,6 +35,7 @@ class Retrieval(ProbeResult):
     """Reading pattern of every site (S = L+1 sites, Kmax = most sources at a site, k = top_k)."""
 
     residual: str  # "prenorm" | "full" | "block"
+    attnres_block_size: int | None  # S, sublayers per depth block (Block only; None otherwise)
     sites: np.ndarray  # [S] int, l = 1..L+1
     kinds: tuple[str, ...]  # S: "attn" | "mlp" | "readout"
     sources: tuple[tuple[str, ...], ...]  # S label tuples (K_l each)
@@ -88,6 +91,7 @@ def depth_retrieval(model, inputs, top_k: int = 3) -> Retrieval:
     top = _top_sources(strength, [len(s) for s in tr.labels], top_k)
     return Retrieval(
         residual=tr.residual,
+        attnres_block_size=model.config.attnres_block_size if tr.residual == "block" else None,
         sites=np.arange(1, tr.n_sites + 1),
         kinds=site_kinds(tr.n_sites),
         sources=tuple(tr.labels),
@@ -118,29 +122,11 @@ def _top_sources(strength: Tensor, counts: list[int], k: int) -> np.ndarray:
     return top
 
 
-def _source_members(model, labels: tuple[str, ...], l: int) -> list[range]:
-    """For each source label of site l, the sublayer outputs v_i (i = 0..L) it sums."""
-    L = model.config.n_sublayers
-    size = model.config.attnres_block_size or 1
-    members = []
-    for label in labels:
-        if label == "emb":
-            members.append(range(0, 1))
-        elif label == "partial":
-            members.append(range((l - 1) // size * size + 1, l))
-        elif label.startswith("B"):
-            n = int(label[1:])
-            members.append(range((n - 1) * size + 1, min(n * size, L) + 1))
-        else:
-            members.append(range(int(label[1:]), int(label[1:]) + 1))
-    return members
-
-
 def _mixing(model, labels: list[tuple[str, ...]], weight_mean: np.ndarray) -> np.ndarray:
     """[S, L+1] the mean weight h_l gives each v_i: its source's weight (Fig. 9's depth-mixing matrix)."""
-    n_sites = len(labels)
+    n_sites, rule = len(labels), SourceRule.of(model.config)
     mixing = np.full((n_sites, n_sites), np.nan, dtype=np.float32)
     for row, site_labels in enumerate(labels):
-        for k, members in enumerate(_source_members(model, site_labels, row + 1)):
-            mixing[row, list(members)] = weight_mean[row, k]
+        for k, label in enumerate(site_labels):
+            mixing[row, list(rule.members(label, row + 1))] = weight_mean[row, k]
     return mixing

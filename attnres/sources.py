@@ -1,0 +1,144 @@
+"""Which outputs each depth source sums: the one home of the source rule (DESIGN.md §1, §3).
+
+A model with L sublayers has sites l = 1..L+1 (site L+1 is the readout). Site l reads sources whose
+labels are fixed by the residual rule:
+
+    prenorm, full   ("emb", "L1", .., "L{l-1}"); "Li" is v_i alone
+    block           ("emb", "B1", .., "B{n-1}") at the first layer of block n, plus "partial" at its
+                    later layers; "Bn" sums v_i over block n, "partial" the block's outputs so far;
+                    the readout reads ("emb", "B1", .., "B{N}") (the last block counts as done)
+
+Blocks hold S consecutive sublayers (only the last one can be shorter), N = ceil(L / S). Full AttnRes
+is read as blocks of one sublayer each. The model, lint, probes, figures and the lab all ask this
+module; none of them spells the rule again.
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+from typing import TYPE_CHECKING
+
+if TYPE_CHECKING:
+    from torch import Tensor
+
+    from .config import ModelConfig
+
+
+@dataclass(frozen=True)
+class SourceRule:
+    """The depth sources of one architecture.
+
+    Attributes:
+        residual: "prenorm" | "full" | "block".
+        n_sublayers: L, the number of sublayers (attention and MLP each count once).
+        attnres_block_size: S, sublayers per block; read for "block" only (other rules use 1).
+    """
+
+    residual: str
+    n_sublayers: int
+    attnres_block_size: int | None = None
+
+    @classmethod
+    def of(cls, config: ModelConfig) -> SourceRule:
+        """The rule of a model config."""
+        return cls(config.residual, config.n_sublayers, config.attnres_block_size)
+
+    @property
+    def S(self) -> int:
+        """Sublayers per block: attnres_block_size for Block, 1 otherwise."""
+        return self.attnres_block_size if self.residual == "block" else 1
+
+    @property
+    def N(self) -> int:
+        """Number of blocks, ceil(L / S) (Full and PreNorm: L)."""
+        return -(-self.n_sublayers // self.S)
+
+    @property
+    def readout(self) -> int:
+        """The readout's site, L + 1."""
+        return self.n_sublayers + 1
+
+    def block(self, l: int) -> int:
+        """The block n (1..N) that sublayer l (1..L) belongs to."""
+        return (l - 1) // self.S + 1
+
+    def block_members(self, n: int) -> range:
+        """The sublayers of block n: (n-1)*S+1 .. min(n*S, L)."""
+        return range((n - 1) * self.S + 1, min(n * self.S, self.n_sublayers) + 1)
+
+    def ends_block(self, l: int) -> bool:
+        """Whether sublayer l is the last of its block (so its block sum is complete after it)."""
+        return l % self.S == 0 or l == self.n_sublayers
+
+    def labels(self, l: int) -> tuple[str, ...]:
+        """Labels of the sources that site l (1..L+1) reads, in the order the model stacks them."""
+        if self.residual != "block":
+            return ("emb",) + tuple(f"L{i}" for i in range(1, l))
+        if l == self.readout:
+            return ("emb",) + tuple(f"B{n}" for n in range(1, self.N + 1))
+        n, first = self.block(l), (l - 1) % self.S == 0
+        return ("emb",) + tuple(f"B{i}" for i in range(1, n)) + (() if first else ("partial",))
+
+    def all_labels(self) -> list[tuple[str, ...]]:
+        """``labels(l)`` for every site l = 1..L+1."""
+        return [self.labels(l) for l in range(1, self.readout + 1)]
+
+    def readout_labels(self) -> tuple[str, ...]:
+        """Labels of the readout's sources (site L+1)."""
+        return self.labels(self.readout)
+
+    def members(self, label: str, l: int) -> range:
+        """The outputs v_i (i = 0..L, v_0 the embedding) that source ``label`` of site l sums."""
+        if label == "emb":
+            return range(0, 1)
+        if label == "partial":
+            return range(self.block_members(self.block(l)).start, l)
+        if label[:1] == "B":
+            return self.block_members(int(label[1:]))
+        return range(int(label[1:]), int(label[1:]) + 1)
+
+    def holder(self, i: int, l: int) -> int:
+        """Index k in ``labels(l)`` of the source of site l that contains output v_i (i < l)."""
+        return next(k for k, label in enumerate(self.labels(l)) if i in self.members(label, l))
+
+    def last_member(self, label: str, l: int) -> int:
+        """The latest output i that source ``label`` of site l contains (where a picture draws it)."""
+        return self.members(label, l)[-1]
+
+
+def running_block_sums(rule: SourceRule, sublayer_outputs: list[Tensor]) -> list[Tensor]:
+    """running[i-1] = v_{first of i's block} + .. + v_i, added in the model's own order.
+
+    So ``running[l-2]`` is site l's "partial" source and ``running[last of block n - 1]`` is b_n, each
+    bit-identical to what the model mixed. For rules without blocks, the outputs themselves.
+    """
+    if rule.residual != "block":
+        return list(sublayer_outputs)
+    running, partial = [], None
+    for i, v in enumerate(sublayer_outputs, start=1):
+        partial = v if partial is None else partial + v
+        running.append(partial)
+        if rule.ends_block(i):
+            partial = None
+    return running
+
+
+def source_tensors(
+    rule: SourceRule, l: int, embedding: Tensor, sublayer_outputs: list[Tensor], running=None
+) -> list[Tensor]:
+    """The sources site l reads, rebuilt from v_0 and v_1..v_L (block sums as the model adds them).
+
+    Args:
+        rule: the model's SourceRule.
+        l: the site, 1..L+1.
+        embedding: v_0 [B, T, d].
+        sublayer_outputs: v_1..v_L, each [B, T, d].
+        running: ``running_block_sums(rule, sublayer_outputs)`` when the caller keeps it.
+
+    Returns:
+        K_l tensors [B, T, d] in the order of ``rule.labels(l)``.
+    """
+    running = running_block_sums(rule, sublayer_outputs) if running is None else running
+    return [
+        embedding if label == "emb" else running[rule.last_member(label, l) - 1] for label in rule.labels(l)
+    ]
