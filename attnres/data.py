@@ -40,6 +40,21 @@ def _texts() -> dict[str, str]:
     return {n[: -len(SUFFIX)]: (folder / n).read_text(encoding="utf-8") for n in names}
 
 
+def held_out_passage(n_chars: int, work: str = "hamlet", start: str = "ACT III.\n\nScene I.") -> str:
+    """The first n_chars characters of a held-out work from its first occurrence of ``start``.
+
+    The default is the opening of Hamlet, Act III, Scene I (the scene of "To be, or not to be"),
+    which no model trained here has seen.
+    """
+    if work not in VALIDATION_WORKS:
+        raise ValueError(f"{work!r} is not held out; choose one of {', '.join(VALIDATION_WORKS)}")
+    text = _texts()[work]
+    at = text.find(start)
+    if at < 0:
+        raise ValueError(f"{start!r} does not occur in {work}")
+    return text[at : at + n_chars]
+
+
 def load_corpus() -> Corpus:
     """Loads, splits by work and encodes the corpus (vocabulary = every character of all works)."""
     texts = _texts()

@@ -14,6 +14,7 @@ from .ablation import MODES, AblationResult, ablate
 from .attribution import GateAttribution, RouteAblation, gate_attribution, route_ablation
 from .compare import Comparison, compare
 from .depth import DepthSinks, DepthWeights, depth_sinks, depth_weights
+from .dilution import DilutionMetrics, dilution_metrics
 from .dynamics import SnapshotSeries, over_snapshots
 from .gradients import GradientNorms, gradient_norms
 from .lens import LogitLens, logit_lens
@@ -28,6 +29,7 @@ __all__ = [
     "Comparison",
     "DepthSinks",
     "DepthWeights",
+    "DilutionMetrics",
     "GateAttribution",
     "RouteAblation",
     "GradientNorms",
@@ -44,6 +46,7 @@ __all__ = [
     "depth_retrieval",
     "depth_sinks",
     "depth_weights",
+    "dilution_metrics",
     "encode_prompt",
     "gate_attribution",
     "gradient_norms",
