@@ -9,7 +9,11 @@ Detection order (first match wins; our own format is recognised earlier, in load
        a. ``attnres_mixer.mixer.queries``           -> tokenbender/nanogpt-attnres-repro
        b. ``transformer.h.{i}.attn_res_proj.weight`` -> nanoGPT AttnRes PR layout: refused
        c. ``transformer.h.{i}.attn.c_attn.weight``   -> nanoGPT (GPT-2)
+     a dict of tensors alone (a bare state dict, e.g. HF's pytorch_model.bin) is refused with a
+     sentence asking for its config.json; so is a lone model.safetensors without one.
   3. anything else is refused with a sentence saying what was expected.
+
+The tokenizer is looked for where each project keeps it (``vocab.py``).
 
 The name mapping of each layout is a regex table in ``mapping.py`` (GPT-2) and ``peers.py``.
 """
@@ -18,6 +22,8 @@ from __future__ import annotations
 
 import json
 from pathlib import Path
+
+import torch
 
 from ..checkpoint import CONFIG_FILE, MAX_CONFIG_BYTES, CheckpointError
 from .gpt2 import import_hf_gpt2, import_nanogpt, state_dict_of
@@ -46,6 +52,8 @@ def import_foreign(path: Path, allow_nonfinite: bool = False):
         return _import_torch_file(path, allow_nonfinite)
     if _hf_model_type(directory / CONFIG_FILE) is not None:
         return import_hf_gpt2(directory, allow_nonfinite)
+    if path.is_file() and (path.suffix == ".safetensors" or path.name == "pytorch_model.bin"):
+        raise CheckpointError(weights_only_sentence(path))
     if path.is_dir() and (path / "ckpt.pt").is_file():
         return _import_torch_file(path / "ckpt.pt", allow_nonfinite)
     raise CheckpointError(
@@ -64,8 +72,23 @@ def _hf_model_type(config_path: Path) -> str | None:
     return raw.get("model_type") if isinstance(raw, dict) else None
 
 
+def weights_only_sentence(path: Path) -> str:
+    """What to say of a file holding weights but no architecture (HF pytorch_model.bin, model.safetensors)."""
+    return (
+        f"{path} holds only weights, like a Hugging Face pytorch_model.bin or model.safetensors, and no "
+        "architecture; a Hugging Face model needs the config.json saved beside its weights: give the "
+        "path of the directory that holds both."
+    )
+
+
+def _is_bare_state_dict(data: dict) -> bool:
+    return "model" not in data and bool(data) and all(isinstance(v, torch.Tensor) for v in data.values())
+
+
 def _import_torch_file(path: Path, allow_nonfinite: bool):
     data = load_torch_file(path)
+    if _is_bare_state_dict(data):
+        raise CheckpointError(weights_only_sentence(path))
     state = state_dict_of(data, path)
     if is_repro(state):
         return import_repro(path, data, allow_nonfinite)

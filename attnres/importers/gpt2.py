@@ -14,10 +14,10 @@ import torch
 
 from ..checkpoint import CONFIG_FILE, CheckpointError, build_model, read_safetensors
 from ..config import ModelConfig
-from ..hf_tokenizer import HFTokenizer
 from .mapping import GPT2_IGNORED, apply_rules, gpt2_rules, strip_prefixes
-from .pickles import load_torch_file, read_meta_pkl
+from .pickles import load_torch_file
 from .report import ImportReport, describe
+from .vocab import find_tokenizer
 
 HF_ACTIVATIONS = {"gelu_new": "gelu_tanh", "gelu_pytorch_tanh": "gelu_tanh", "gelu": "gelu", "relu": "relu"}
 # HF GPT-2 options that change the computation in ways we do not run: field -> the value we run.
@@ -70,17 +70,9 @@ def tie_head(ours: dict, tied_by_config: bool | None, source: Path) -> tuple[boo
     return False, []
 
 
-def tokenizer_beside(directory: Path, notes: list[str]):
-    """meta.pkl (nanoGPT char level), else tokenizer.json / vocab.json+merges.txt, else None."""
-    if (directory / "meta.pkl").is_file():
-        return read_meta_pkl(directory / "meta.pkl")
-    try:
-        tokenizer = HFTokenizer.from_directory(directory)
-    except ValueError as exc:
-        raise CheckpointError(f"{directory}: {exc}.") from None
-    if tokenizer is None:
-        notes.append(f"no meta.pkl, tokenizer.json or vocab.json+merges.txt in {directory}: no tokenizer")
-    return tokenizer
+def tokenizer_beside(directory: Path, notes: list[str], data: dict | None = None, vocab_size: int = 0):
+    """The tokenizer where the checkpoint's project keeps it (``vocab.find_tokenizer``), else None."""
+    return find_tokenizer(directory, data, vocab_size, notes)
 
 
 def finish(fields: dict, ours: dict, source: Path, tokenizer, allow_nonfinite: bool, report: dict):
@@ -121,7 +113,7 @@ def import_nanogpt(path: Path, data: dict, allow_nonfinite: bool):
     ours, mapped, ignored = apply_rules(state, gpt2_rules(conv1d=False), GPT2_IGNORED, path, args["n_layer"])
     tied, tied_keys = tie_head(ours, None, path)
     notes: list[str] = []
-    tokenizer = tokenizer_beside(path.parent, notes)
+    tokenizer = tokenizer_beside(path.parent, notes, data, args["vocab_size"])
     bias = bool(args.get("bias", True))
     fields = dict(
         vocab_size=args["vocab_size"],
@@ -216,6 +208,6 @@ def import_hf_gpt2(directory: Path, allow_nonfinite: bool):
     )
     tied, tied_keys = tie_head(ours, raw.get("tie_word_embeddings", True), source)
     notes: list[str] = []
-    tokenizer = tokenizer_beside(directory, notes)
+    tokenizer = tokenizer_beside(directory, notes, None, fields["vocab_size"])
     report = dict(format="hf-gpt2", mapped=mapped, ignored=ignored, tied=tied_keys, notes=notes)
     return finish({**fields, "tie_embeddings": tied}, ours, source, tokenizer, allow_nonfinite, report)

@@ -106,7 +106,7 @@ def import_repro(path: Path, data: dict, allow_nonfinite: bool):
     ours, mapped, ignored = apply_rules(state, REPRO_RULES, GPT2_IGNORED, path, fields["n_layer"])
     tied, tied_keys = tie_head(ours, None, path)
     notes: list[str] = []
-    tokenizer = tokenizer_beside(path.parent, notes)
+    tokenizer = tokenizer_beside(path.parent, notes, data, fields["vocab_size"])
     conventions = REPRO_CONVENTIONS + (("attnres_eps (this file)", f"{fields['depth_norm_eps']:g}"),)
     report = dict(
         format="nanogpt-attnres-repro",

@@ -82,6 +82,11 @@ def read_meta_pkl(path: Path) -> CharTokenizer:
         raise CheckpointError(
             f"{path} must hold only dicts, lists, strings and ints with an 'itos' dict (nanoGPT's meta.pkl)."
         )
+    return char_tokenizer_of(meta, path)
+
+
+def char_tokenizer_of(meta: dict, path: Path) -> CharTokenizer:
+    """The CharTokenizer of a nanoGPT-style vocabulary ``{"vocab_size", "itos": {id: char}, ...}``."""
     itos = meta["itos"]
     if sorted(itos) != list(range(len(itos))) or not all(
         isinstance(c, str) and len(c) == 1 for c in itos.values()

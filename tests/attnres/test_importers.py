@@ -14,6 +14,7 @@ from transformers import GPT2Config, GPT2LMHeadModel
 from attnres import CheckpointError, Model, ModelConfig, load_model, save_model
 from attnres.hf_tokenizer import HFTokenizer
 from attnres.importers import ImportReport
+from tests.toys import ours_as_nanogpt, ours_as_repro
 
 VOCAB = 300
 TOL = 1e-4
@@ -196,20 +197,6 @@ def test_nanogpt_meta_pkl_gives_a_char_tokenizer(tmp_path):
     assert tokenizer.decode(tokenizer.encode("To be")) == "To be"
 
 
-def ours_as_nanogpt(model: Model) -> dict:
-    """One of our PreNorm models under nanoGPT's names (the inverse of the mapping table)."""
-    names = {"wte.": "transformer.wte.", "wpe.": "transformer.wpe.", "final_norm.": "transformer.ln_f."}
-    state = {}
-    for name, tensor in model.state_dict().items():
-        foreign = (
-            name.replace("blocks.", "transformer.h.").replace("attn_norm", "ln_1").replace("mlp_norm", "ln_2")
-        )
-        for a, b in names.items():
-            foreign = b + foreign[len(a) :] if foreign.startswith(a) else foreign
-        state[foreign] = tensor.clone()
-    return state
-
-
 def test_nanogpt_without_bias_has_layernorm_without_bias(tmp_path, ids):
     config = ModelConfig(
         vocab_size=VOCAB,
@@ -256,38 +243,6 @@ def attnres_model(residual: str, block_size: int | None = None) -> Model:
             elif "_res.norm" in name:
                 p.copy_(1 + 0.3 * torch.randn_like(p))
     return model
-
-
-def ours_as_repro(model: Model) -> dict:
-    """Our AttnRes model in tokenbender/nanogpt-attnres-repro's layout (ckpt.pt dict)."""
-    cfg, L = model.config, model.config.n_sublayers
-    state = {k: v for k, v in ours_as_nanogpt(model).items() if "_res." not in k}
-    state["lm_head.weight"] = state["transformer.wte.weight"]
-    for i in range(cfg.n_layer):  # AttnResBlock registers ln_1 / attn twice (attn_branch)
-        for k in [k for k in state if k.startswith(f"transformer.h.{i}.ln_1.")]:
-            state[k.replace(".ln_1.", ".attn_branch.norm.")] = state[k]
-        for k in [k for k in state if k.startswith(f"transformer.h.{i}.attn.")]:
-            state[k.replace(".attn.", ".attn_branch.attn.")] = state[k]
-    sites = [model.site(l) for l in range(1, L + 2)]
-    state["attnres_mixer.mixer.queries"] = torch.stack([s.query.detach() for s in sites])  # [2L+1, d]
-    for k, site in enumerate(sites):
-        state[f"attnres_mixer.mixer.key_norms.{k}.weight"] = site.norm.weight.detach().clone()
-    config = dict(
-        block_size=cfg.block_size,
-        vocab_size=cfg.vocab_size,
-        n_layer=cfg.n_layer,
-        n_head=cfg.n_head,
-        n_embd=cfg.d_model,
-        dropout=0.0,
-        bias=True,
-        hc_disable=True,
-        mhc=False,
-        v_residual=False,
-        attnres_variant=cfg.residual,
-        attnres_block_size=cfg.attnres_block_size or 1,
-        attnres_eps=1e-8,
-    )
-    return {"model": {"_orig_mod." + k: v for k, v in state.items()}, "config": config, "iter_num": 800}
 
 
 def repro_reference_logits(ckpt: dict, ids: torch.Tensor) -> torch.Tensor:
