@@ -101,11 +101,17 @@ def encode(entry: ModelEntry, settings: Settings) -> probes.Prompt | None:
     try:
         prompt = probes.encode_prompt(get_model(entry), settings.prompt)
     except probes.PromptError as exc:
-        st.warning(f"{plain(entry.name)}: {plain(exc)}")
+        prompt_problem(entry, exc)
         return None
     for notice in prompt.notices:
         st.info(f"{plain(entry.name)}: {plain(notice)}")
     return prompt
+
+
+def prompt_problem(entry: ModelEntry, exc: Exception) -> None:
+    """A prompt the model cannot read, as a warning (a model without tokenizer: where to pick one)."""
+    hint = " Pick one in the Checkpoint inspector." if get_model(entry).tokenizer is None else ""
+    st.warning(f"{plain(entry.name)}: {plain(exc)}.{hint}")
 
 
 @st.cache_data(show_spinner=False, max_entries=512)
@@ -129,7 +135,7 @@ def _run(task: Callable, entry: ModelEntry, settings: Settings, what: str):
         with st.spinner(f"Computing {what} for {entry.name}…"):
             result, used = run_with_oom_fallback(on, settings.device)
     except probes.PromptError as exc:
-        st.warning(f"{plain(entry.name)}: {plain(exc)}")
+        prompt_problem(entry, exc)
         return None
     except Exception as exc:  # noqa: BLE001 (a page shows a sentence, never a traceback)
         st.error(f"{plain(what)} could not be computed for {plain(entry.name)}: {plain(exc)}")

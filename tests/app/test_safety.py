@@ -59,7 +59,8 @@ def test_bad_upload_shows_the_checkpoint_error_and_keeps_models(ui):
     at.text_input(key="load_path").input(snapshot)
     at.button(key="load_path_button").click().run()
     ui.no_failures(at)
-    assert "step-000250" in at.session_state["user_models"]
+    name = "shakespeare-full, step 250, Full AttnRes"
+    assert name in at.session_state["user_models"]
     at.file_uploader(key="upload").set_value(
         ("../../etc/passwd.pt", b"not a checkpoint at all", "application/octet-stream")
     )
@@ -67,12 +68,12 @@ def test_bad_upload_shows_the_checkpoint_error_and_keeps_models(ui):
     assert not at.exception
     assert len(at.error) == 1, [e.value for e in at.error]
     assert "passwd" not in at.error[0].value or "upload" in at.error[0].value
-    assert "step-000250" in at.session_state["user_models"], "previously loaded models keep working"
+    assert name in at.session_state["user_models"], "previously loaded models keep working"
     at.switch_page("views/compare.py").run()
-    at.multiselect(key="models").set_value(["PreNorm", "step-000250"])
+    at.multiselect(key="models").set_value(["PreNorm", name])
     at.run()
     ui.no_failures(at)
-    assert [m.label for m in at.metric][1] == "step-000250: loss on the prompt"
+    assert [m.label for m in at.metric][1] == f"{name}: loss on the prompt"
 
 
 def test_archive_upload_is_refused_with_a_sentence(ui):
