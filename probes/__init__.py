@@ -14,7 +14,7 @@ from .ablation import MODES, AblationResult, ablate
 from .attribution import GateAttribution, RouteAblation, gate_attribution, route_ablation
 from .compare import Comparison, compare
 from .depth import DepthSinks, DepthWeights, depth_sinks, depth_weights
-from .dilution import DilutionMetrics, dilution_metrics
+from .dilution import DilutionMetrics, dilution_metrics, stream_dilution
 from .dynamics import SnapshotSeries, over_snapshots
 from .gradients import GradientNorms, gradient_norms
 from .lens import LogitLens, logit_lens
@@ -54,6 +54,7 @@ __all__ = [
     "make_batch",
     "over_snapshots",
     "route_ablation",
+    "stream_dilution",
     "stream_norms",
     "trace",
 ]

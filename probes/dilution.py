@@ -40,6 +40,15 @@ class DilutionMetrics(ProbeResult):
     gradient_first_last: float  # block_param_grad_norm[0] / block_param_grad_norm[-1]
 
 
+def stream_dilution(norms) -> tuple[float, float]:
+    """(growth, deeper_half_share) of a ``StreamNorms`` result (see the module docstring)."""
+    L = len(norms.update_share_mean)
+    if L < 4:
+        raise ValueError(f"dilution metrics need at least two Transformer blocks, the model has {L // 2}")
+    growth = float(norms.input_rms_mean[L - 1] / norms.input_rms_mean[1])
+    return growth, float(np.mean(norms.update_share_mean[L // 2 :]))
+
+
 def dilution_metrics(model, inputs) -> DilutionMetrics:
     """Measures the four headline numbers of signal dilution (stream norms, then one backward).
 
@@ -50,18 +59,20 @@ def dilution_metrics(model, inputs) -> DilutionMetrics:
     Returns:
         DilutionMetrics.
     """
-    L = model.config.n_sublayers
-    if L < 4:
-        raise ValueError(f"dilution metrics need at least two Transformer blocks, the model has {L // 2}")
+    if model.config.n_layer < 2:
+        raise ValueError(
+            f"dilution metrics need at least two Transformer blocks, the model has {model.config.n_layer}"
+        )
     tr = trace(model, inputs)
     norms, grads = stream_norms(model, tr), gradient_norms(model, tr.batch)
+    growth, share = stream_dilution(norms)
     rho = spearmanr(np.arange(len(norms.block_output_rms)), norms.block_output_rms).statistic
     return DilutionMetrics(
         residual=norms.residual,
-        n_sublayers=L,
+        n_sublayers=model.config.n_sublayers,
         tokens=int(norms.mask.sum()),
-        growth=float(norms.input_rms_mean[L - 1] / norms.input_rms_mean[1]),
-        deeper_half_share=float(np.mean(norms.update_share_mean[L // 2 :])),
+        growth=growth,
+        deeper_half_share=share,
         output_depth_spearman=float(rho),
         gradient_first_last=float(grads.block_param_grad_norm[0] / grads.block_param_grad_norm[-1]),
     )

@@ -54,6 +54,7 @@ def ui() -> SimpleNamespace:
     """The helpers of this module, for tests (conftest is not importable under importlib mode)."""
     return SimpleNamespace(
         REPO_ROOT=REPO_ROOT,
+        SHORT_PROMPT=SHORT_PROMPT,
         open_app=open_app,
         charts=charts,
         chart_titled=chart_titled,

@@ -134,3 +134,34 @@ def test_attribution_position_selector_explains_that_position(ui):
     last = ui.open_app("views/attribution.py", n_steps="16")
     final = len(model.tokenizer.encode(prompt)) - 1
     assert any(f"after position {final} " in c.value.replace("\\", "") for c in last.caption)
+
+
+def test_learn_page_sentence_is_measured_on_the_prompt(ui):
+    import re
+
+    import torch
+
+    from attnres import load_model
+
+    at = ui.open_app("views/learn.py")
+    ui.no_failures(at)
+    text = next(m.value for m in at.markdown if "Measured on this prompt" in m.value)
+    line = next(x for x in text.splitlines() if x.startswith("- **PreNorm**"))
+    growth, share = (float(v) for v in re.findall(r"= ([0-9.]+);.* hold ([0-9.]+) of", line)[0])
+    model = load_model(ui.REPO_ROOT / "sample_models" / "shakespeare-prenorm")
+    ids = torch.tensor([model.tokenizer.encode(ui.SHORT_PROMPT)])
+    it = model(ids, return_internals=True).internals
+    rms = [h[0].pow(2).mean(-1).sqrt().mean().item() for h in it.layer_inputs]  # token mean of RMS(h_l)
+    L = len(it.sublayer_outputs)
+    assert growth == round(rms[L - 1] / rms[1], 2)
+    # the deeper half's own share: <v_l, h_{l+1}> / ||h_{l+1}||^2 (PreNorm adds v_l with weight 1)
+    shares = [
+        (
+            (it.sublayer_outputs[l - 1][0] * it.layer_inputs[l][0]).sum(-1)
+            / it.layer_inputs[l][0].pow(2).sum(-1)
+        )
+        .mean()
+        .item()
+        for l in range(L // 2 + 1, L + 1)
+    ]
+    assert abs(share - sum(shares) / len(shares)) < 6e-4
