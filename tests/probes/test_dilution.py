@@ -37,3 +37,24 @@ def test_metrics_are_read_off_the_probes(make_model, rule, block):
 def test_one_block_has_no_deeper_half(make_model):
     with pytest.raises(ValueError, match="two Transformer blocks"):
         dilution_metrics(make_model(n_layer=1), "abc")
+
+
+def test_the_committed_table_is_what_the_shipped_models_measure():
+    """sample_models/dilution.json (quoted in sample_models/README.md) against a fresh measurement."""
+    import json
+    from pathlib import Path
+
+    import torch
+
+    from attnres import load_model
+    from attnres.data import held_out_passage
+
+    root = Path(__file__).resolve().parents[2]
+    rows = {r["model"]: r for r in json.loads((root / "sample_models" / "dilution.json").read_text())}
+    for rule in ("prenorm", "full", "block"):
+        model = load_model(root / "sample_models" / f"shakespeare-{rule}")
+        scene = torch.tensor([model.tokenizer.encode(held_out_passage(model.config.block_size))])
+        result = dilution_metrics(model, scene)
+        row = rows[f"sample_models/shakespeare-{rule}"]
+        for field in ("growth", "deeper_half_share", "output_depth_spearman", "gradient_first_last"):
+            assert getattr(result, field) == pytest.approx(row[f"hamlet_{field}"], abs=6e-4), (rule, field)
