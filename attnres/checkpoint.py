@@ -298,8 +298,11 @@ def build_model(
 def _check_size(config: ModelConfig, tensors: dict, source: Path) -> None:
     """Refuses configs that would allocate far more than the weights file holds."""
     stored = sum(t.numel() for t in tensors.values())
-    d, L = config.d_model, config.n_layer
-    implied = config.vocab_size * d + config.block_size * d + L * (4 * d * d + 2 * d * config.hidden)
+    d, L, heads = config.d_model, config.n_layer, config.n_head + config.kv_heads
+    attention = 2 * heads * config.d_head * d  # q and o (n_head wide), k and v (n_kv_head wide)
+    mlp = (3 if config.mlp == "gated" else 2) * d * config.hidden
+    positions = config.block_size * d if config.position == "learned" else 0
+    implied = config.vocab_size * d + positions + L * (attention + mlp)
     if implied > 4 * stored + 1_000_000:
         raise CheckpointError(
             f"{source} holds {stored} numbers but its config implies about {implied}; "

@@ -9,7 +9,20 @@ from .sources import SourceRule
 
 RESIDUALS = ("prenorm", "full", "block")
 NORMS = ("rmsnorm", "layernorm")
-ACTIVATIONS = ("gelu", "gelu_tanh", "relu")
+ACTIVATIONS = ("gelu", "gelu_tanh", "relu", "silu")
+POSITIONS = ("learned", "rope")
+MLPS = ("plain", "gated")
+# Fields added for the Llama-family block (all default to the GPT block).
+FAMILY_FIELDS = (
+    "position", "rope_theta", "rope_linear_factor", "mlp", "n_kv_head", "head_dim",
+    "qkv_bias", "attn_out_bias", "qk_norm", "qk_norm_eps",
+)  # fmt: skip
+# Named sets of the block fields below, for training (``attnres.train --block``) and the lab.
+# "gpt" is every field's default; "llama" is the Llama block: RoPE, SwiGLU, RMSNorm, no biases.
+BLOCK_FAMILIES = {
+    "gpt": {},
+    "llama": {"position": "rope", "mlp": "gated", "activation": "silu"},
+}
 
 # Bounds that keep a hostile config.json from allocating the machine away.
 LIMITS = {
@@ -19,6 +32,7 @@ LIMITS = {
     "n_head": 1024,
     "d_model": 65_536,
     "d_mlp": 262_144,
+    "head_dim": 4096,
 }
 
 
@@ -28,7 +42,9 @@ class ModelConfig:
 
     Only the first six fields are required by the checkpoint format; the others
     default to the shipped models' choices and let imported GPT-2 / nanoGPT
-    checkpoints run exactly (LayerNorm with bias, tanh-GELU, tied head).
+    checkpoints run exactly (LayerNorm with bias, tanh-GELU, tied head). The fields from
+    ``position`` on describe the Llama-family block (Llama, Qwen2, Qwen3, Mistral, fla's
+    Transformer); their defaults are the GPT block, so older config.json files load unchanged.
     """
 
     vocab_size: int  # number of token ids
@@ -47,6 +63,17 @@ class ModelConfig:
     dropout: float = 0.0  # dropout on embeddings and sublayer outputs
     depth_norm_eps: float | None = None  # eps of the depth-attention key norms; None = norm_eps
     #   (imported peers differ: nanogpt-attnres-repro keys use 1e-8 under 1e-5 LayerNorms)
+    position: str = "learned"  # "learned": a wpe table added to v_0 | "rope": rotary q and k, no wpe
+    rope_theta: float = 10000.0  # RoPE base: frequency j of a head is rope_theta^(-2j / head_dim)
+    rope_linear_factor: float = 1.0  # linear RoPE scaling: frequencies divided by it (1 = plain RoPE)
+    mlp: str = "plain"  # "plain": c_proj(act(c_fc x)) | "gated": c_proj(act(gate x) * up x),
+    #   c_fc holding [gate; up]; "gated" with activation "silu" is SwiGLU
+    n_kv_head: int | None = None  # key/value heads (grouped-query attention); None = n_head
+    head_dim: int | None = None  # width of one attention head; None = d_model // n_head
+    qkv_bias: bool | None = None  # biases of the q/k/v projection (Qwen2: yes); None = bias
+    attn_out_bias: bool | None = None  # bias of the attention output projection; None = bias
+    qk_norm: bool = False  # per-head RMSNorm (gain [head_dim]) on q and k before RoPE (Qwen3, fla)
+    qk_norm_eps: float | None = None  # eps of the q/k norms; None = norm_eps (fla uses 1e-5)
 
     def __post_init__(self):
         problem = self.problem()
@@ -65,8 +92,6 @@ class ModelConfig:
             not isinstance(self.d_mlp, int) or not 1 <= self.d_mlp <= LIMITS["d_mlp"]
         ):
             return f"'d_mlp' must be an integer between 1 and {LIMITS['d_mlp']}, got {self.d_mlp!r}"
-        if self.d_model % self.n_head:
-            return f"'d_model' ({self.d_model}) must be divisible by 'n_head' ({self.n_head})"
         if self.residual not in RESIDUALS:
             return f"'residual' must be one of {', '.join(RESIDUALS)}, got {self.residual!r}"
         if self.residual == "block":
@@ -89,6 +114,41 @@ class ModelConfig:
             return f"'depth_norm_eps' must be null or a number in (0, 1), got {self.depth_norm_eps!r}"
         if not isinstance(self.dropout, (int, float)) or not 0 <= self.dropout < 1:
             return f"'dropout' must be a number in [0, 1), got {self.dropout!r}"
+        return self._attention_problem() or self._block_family_problem()
+
+    def _attention_problem(self) -> str | None:
+        """Head counts and widths (grouped-query attention, head_dim)."""
+        for name in ("n_kv_head", "head_dim"):
+            value, top = getattr(self, name), LIMITS.get(name, LIMITS["n_head"])
+            if value is not None and (not _is_int(value) or not 1 <= value <= top):
+                return f"'{name}' must be null or an integer between 1 and {top}, got {value!r}"
+        if self.head_dim is None and self.d_model % self.n_head:
+            return f"'d_model' ({self.d_model}) must be divisible by 'n_head' ({self.n_head})"
+        if self.n_head % self.kv_heads:
+            return f"'n_head' ({self.n_head}) must be a multiple of 'n_kv_head' ({self.kv_heads})"
+        return None
+
+    def _block_family_problem(self) -> str | None:
+        """The Llama-family fields: positions, MLP kind, biases, q/k norm."""
+        if self.position not in POSITIONS:
+            return f"'position' must be one of {', '.join(POSITIONS)}, got {self.position!r}"
+        if self.mlp not in MLPS:
+            return f"'mlp' must be one of {', '.join(MLPS)}, got {self.mlp!r}"
+        for name in ("rope_theta", "rope_linear_factor"):
+            value = getattr(self, name)
+            if not isinstance(value, (int, float)) or isinstance(value, bool) or not 0 < value < math.inf:
+                return f"'{name}' must be a positive number, got {value!r}"
+        if self.position == "rope" and self.d_head % 2:
+            return f"rotary positions need an even head width, got {self.d_head}"
+        for name in ("qkv_bias", "attn_out_bias"):
+            if getattr(self, name) is not None and not isinstance(getattr(self, name), bool):
+                return f"'{name}' must be null, true or false, got {getattr(self, name)!r}"
+        if not isinstance(self.qk_norm, bool):
+            return f"'qk_norm' must be true or false, got {self.qk_norm!r}"
+        if self.qk_norm_eps is not None and (
+            not isinstance(self.qk_norm_eps, (int, float)) or not 0 < self.qk_norm_eps < 1
+        ):
+            return f"'qk_norm_eps' must be null or a number in (0, 1), got {self.qk_norm_eps!r}"
         return None
 
     @property
@@ -103,8 +163,36 @@ class ModelConfig:
 
     @property
     def hidden(self) -> int:
-        """MLP hidden width."""
-        return self.d_mlp or 4 * self.d_model
+        """MLP hidden width; a gated MLP defaults to 8/3 d_model rounded up to a multiple of 8
+        (Llama's choice: its three matrices then hold as many weights as a plain 4 d_model MLP)."""
+        if self.d_mlp:
+            return self.d_mlp
+        return 4 * self.d_model if self.mlp == "plain" else 8 * -(-8 * self.d_model // 24)
+
+    @property
+    def kv_heads(self) -> int:
+        """Key/value heads: n_kv_head, else one per query head."""
+        return self.n_kv_head or self.n_head
+
+    @property
+    def d_head(self) -> int:
+        """Width of one attention head."""
+        return self.head_dim or self.d_model // self.n_head
+
+    @property
+    def qkv_has_bias(self) -> bool:
+        """Whether the q/k/v projection has biases."""
+        return self.bias if self.qkv_bias is None else self.qkv_bias
+
+    @property
+    def out_has_bias(self) -> bool:
+        """Whether the attention output projection has a bias."""
+        return self.bias if self.attn_out_bias is None else self.attn_out_bias
+
+    @property
+    def q_k_norm_eps(self) -> float:
+        """eps of the per-head q/k RMSNorms (defaults to norm_eps)."""
+        return self.norm_eps if self.qk_norm_eps is None else self.qk_norm_eps
 
     @property
     def n_blocks(self) -> int:
@@ -126,5 +214,13 @@ class ModelConfig:
         import hashlib
         import json
 
-        text = json.dumps(self.to_dict(), sort_keys=True)
+        defaults = {f.name: f.default for f in dataclasses.fields(self)}
+        fields = {  # block-family fields at their defaults left out: older fingerprints unchanged
+            k: v for k, v in self.to_dict().items() if k not in FAMILY_FIELDS or v != defaults[k]
+        }
+        text = json.dumps(fields, sort_keys=True)
         return hashlib.sha256(text.encode()).hexdigest()[:12]
+
+
+def _is_int(value) -> bool:
+    return isinstance(value, int) and not isinstance(value, bool)

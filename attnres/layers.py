@@ -27,31 +27,71 @@ def make_norm(config: ModelConfig) -> nn.Module:
     return RMSNorm(config.d_model, eps=config.norm_eps)
 
 
+def rotary_angles(T: int, d_head: int, config: ModelConfig, device) -> tuple[Tensor, Tensor]:
+    """cos and sin [T, d_head] of RoPE: position t turns pair (j, j + d_head/2) by t * f_j, with
+    f_j = rope_theta^(-2j / d_head) / rope_linear_factor (fp32, as Llama computes them)."""
+    exponent = torch.arange(0, d_head, 2, dtype=torch.int64, device=device).float() / d_head
+    freq = 1.0 / (config.rope_theta**exponent) / config.rope_linear_factor  # [d_head / 2]
+    angles = torch.outer(torch.arange(T, device=device).float(), freq)  # [T, d_head / 2]
+    angles = torch.cat((angles, angles), dim=-1)  # the two halves of a head share frequencies
+    return angles.cos(), angles.sin()
+
+
+def rotate(x: Tensor, cos: Tensor, sin: Tensor) -> Tensor:
+    """x [B, H, T, hd] rotated by RoPE (the halves convention of GPT-NeoX and Llama)."""
+    first, second = x.chunk(2, dim=-1)
+    return x * cos.to(x.dtype) + torch.cat((-second, first), dim=-1) * sin.to(x.dtype)
+
+
 class CausalSelfAttention(nn.Module):
+    """Causal multi-head attention. With n_kv_head < n_head it is grouped-query attention (each
+    key/value head serves n_head / n_kv_head query heads); c_attn holds [q; k; v] stacked."""
+
     def __init__(self, config: ModelConfig):
         super().__init__()
-        self.n_head = config.n_head
+        self.config = config
+        self.n_head, self.n_kv, self.d_head = config.n_head, config.kv_heads, config.d_head
+        self.widths = [self.n_head * self.d_head] + 2 * [self.n_kv * self.d_head]  # q, k, v
         self.dropout = config.dropout
-        self.c_attn = nn.Linear(config.d_model, 3 * config.d_model, bias=config.bias)
-        self.c_proj = nn.Linear(config.d_model, config.d_model, bias=config.bias)
+        self.c_attn = nn.Linear(config.d_model, sum(self.widths), bias=config.qkv_has_bias)
+        self.c_proj = nn.Linear(self.widths[0], config.d_model, bias=config.out_has_bias)
+        if config.qk_norm:  # Qwen3 / fla: one RMSNorm over each head's width, before RoPE
+            self.q_norm = RMSNorm(self.d_head, eps=config.q_k_norm_eps)
+            self.k_norm = RMSNorm(self.d_head, eps=config.q_k_norm_eps)
 
     def forward(self, x: Tensor) -> Tensor:
-        B, T, d = x.shape
-        q, k, v = self.c_attn(x).split(d, dim=2)
-        q, k, v = (t.view(B, T, self.n_head, d // self.n_head).transpose(1, 2) for t in (q, k, v))
+        B, T, _ = x.shape
+        q, k, v = self.c_attn(x).split(self.widths, dim=2)
+        q, k, v = (t.view(B, T, -1, self.d_head) for t in (q, k, v))  # [B, T, heads, hd]
+        if self.config.qk_norm:
+            q, k = self.q_norm(q), self.k_norm(k)
+        q, k, v = (t.transpose(1, 2) for t in (q, k, v))  # [B, heads, T, hd]
+        if self.config.position == "rope":
+            cos, sin = rotary_angles(T, self.d_head, self.config, x.device)
+            q, k = rotate(q, cos, sin), rotate(k, cos, sin)
         p = self.dropout if self.training else 0.0
-        y = F.scaled_dot_product_attention(q, k, v, dropout_p=p, is_causal=True)  # [B, H, T, hd]
-        return self.c_proj(y.transpose(1, 2).reshape(B, T, d))
+        gqa = {"enable_gqa": True} if self.n_kv != self.n_head else {}
+        y = F.scaled_dot_product_attention(q, k, v, dropout_p=p, is_causal=True, **gqa)  # [B, H, T, hd]
+        return self.c_proj(y.transpose(1, 2).reshape(B, T, self.widths[0]))
 
 
 class MLP(nn.Module):
+    """c_proj(act(c_fc x)), or gated (mlp="gated"): c_fc holds [gate; up] and the output is
+    c_proj(act(gate x) * up x); with activation "silu" that is Llama's SwiGLU."""
+
     def __init__(self, config: ModelConfig):
         super().__init__()
-        self.c_fc = nn.Linear(config.d_model, config.hidden, bias=config.bias)
+        self.gated = config.mlp == "gated"
+        self.c_fc = nn.Linear(config.d_model, (1 + self.gated) * config.hidden, bias=config.bias)
         self.c_proj = nn.Linear(config.hidden, config.d_model, bias=config.bias)
-        self.act = {"gelu": nn.GELU(), "gelu_tanh": nn.GELU("tanh"), "relu": nn.ReLU()}[config.activation]
+        self.act = {"gelu": nn.GELU(), "gelu_tanh": nn.GELU("tanh"), "relu": nn.ReLU(), "silu": nn.SiLU()}[
+            config.activation
+        ]
 
     def forward(self, x: Tensor) -> Tensor:
+        if self.gated:
+            gate, up = self.c_fc(x).chunk(2, dim=-1)
+            return self.c_proj(self.act(gate) * up)
         return self.c_proj(self.act(self.c_fc(x)))
 
 

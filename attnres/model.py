@@ -111,7 +111,8 @@ class Model(nn.Module):
         self.config = config
         self.tokenizer = tokenizer
         self.wte = nn.Embedding(config.vocab_size, config.d_model)
-        self.wpe = nn.Embedding(config.block_size, config.d_model)
+        learned = config.position == "learned"  # RoPE models turn q and k instead (layers.py)
+        self.wpe = nn.Embedding(config.block_size, config.d_model) if learned else None
         self.drop = nn.Dropout(config.dropout)
         self.blocks = nn.ModuleList(Block(config) for _ in range(config.n_layer))
         if config.residual != "prenorm":
@@ -176,7 +177,8 @@ class Model(nn.Module):
         if depth_impl not in (None, "sequential", "two_phase", "fused"):
             raise ValueError(f"depth_impl must be 'sequential', 'two_phase' or 'fused', got {depth_impl!r}")
         pos = torch.arange(T, device=tokens.device)
-        v0 = self.drop(self.wte(tokens) + self.wpe(pos))  # [B, T, d] = v_0
+        emb = self.wte(tokens) if self.wpe is None else self.wte(tokens) + self.wpe(pos)
+        v0 = self.drop(emb)  # [B, T, d] = v_0
         rec = _Recorder(self, v0) if return_internals else None
         attnres = self.config.residual != "prenorm"
         shared_keys = mixer is not None and depth_impl == "two_phase"

@@ -2,8 +2,9 @@
 
 Detection order (first match wins; our own format is recognised earlier, in load_model):
 
-  1. a directory (or a file in one) whose config.json has a ``model_type``  -> Hugging Face;
-     only ``gpt2`` is imported (gpt2.import_hf_gpt2), any other model_type is refused.
+  1. a directory (or a file in one) whose config.json has a ``model_type``  -> Hugging Face:
+     ``gpt2`` (gpt2.py), ``llama``/``qwen2``/``qwen3``/``mistral`` (llama.py), fla's
+     ``transformer`` (fla.py); ``gpt_neox`` and any other model_type are refused.
   2. a torch-pickled file (``*.pt``, ``*.pth``, ``*.ckpt``, ``*.bin``) or a directory holding
      ``ckpt.pt``, read with ``torch.load(weights_only=True)``; its state dict decides:
        a. ``attnres_mixer.mixer.queries``           -> tokenbender/nanogpt-attnres-repro
@@ -26,7 +27,9 @@ from pathlib import Path
 import torch
 
 from ..checkpoint import CONFIG_FILE, MAX_CONFIG_BYTES, CheckpointError
+from .fla import import_fla_transformer
 from .gpt2 import import_hf_gpt2, import_nanogpt, state_dict_of
+from .llama import LLAMA_TYPES, import_hf_llama
 from .peers import import_repro, is_nanogpt_pr, is_repro, refuse_nanogpt_pr
 from .pickles import load_torch_file
 from .report import ImportReport
@@ -34,6 +37,14 @@ from .report import ImportReport
 __all__ = ["ImportReport", "import_foreign"]
 
 TORCH_SUFFIXES = (".pt", ".pth", ".ckpt", ".bin")
+HF_IMPORTERS = {"gpt2": import_hf_gpt2, "transformer": import_fla_transformer} | dict.fromkeys(
+    LLAMA_TYPES, import_hf_llama
+)
+PARALLEL_RESIDUAL = (  # model types whose attention and MLP read the same input
+    "gpt_neox",
+    "gptj",
+    "phi",
+)
 
 
 def import_foreign(path: Path, allow_nonfinite: bool = False):
@@ -50,16 +61,34 @@ def import_foreign(path: Path, allow_nonfinite: bool = False):
     directory = path if path.is_dir() else path.parent
     if path.is_file() and path.suffix in TORCH_SUFFIXES and path.name != "pytorch_model.bin":
         return _import_torch_file(path, allow_nonfinite)
-    if _hf_model_type(directory / CONFIG_FILE) is not None:
-        return import_hf_gpt2(directory, allow_nonfinite)
+    model_type = _hf_model_type(directory / CONFIG_FILE)
+    if model_type is not None:
+        return _import_hf(directory, model_type, allow_nonfinite)
     if path.is_file() and (path.suffix == ".safetensors" or path.name == "pytorch_model.bin"):
         raise CheckpointError(weights_only_sentence(path))
     if path.is_dir() and (path / "ckpt.pt").is_file():
         return _import_torch_file(path / "ckpt.pt", allow_nonfinite)
     raise CheckpointError(
         f"{path} is not a checkpoint this version can read: expected an AttnRes Lens directory "
-        "(config.json with 'format': 'attnres-lens'), a Hugging Face GPT-2 directory, or a nanoGPT ckpt.pt."
+        "(config.json with 'format': 'attnres-lens'), a Hugging Face GPT-2, Llama-family or fla "
+        "Transformer directory, or a nanoGPT ckpt.pt."
     )
+
+
+def _import_hf(directory: Path, model_type, allow_nonfinite: bool):
+    if model_type in PARALLEL_RESIDUAL:
+        raise CheckpointError(
+            f"{directory} is a {model_type} model, whose attention and MLP read the same input "
+            "(parallel residual), so its sublayers have no order for depth attention to run over; "
+            "it is refused."
+        )
+    importer = HF_IMPORTERS.get(model_type) if isinstance(model_type, str) else None
+    if importer is None:
+        raise CheckpointError(
+            f"{directory} has the Hugging Face model_type {model_type!r}; the ones that can be imported "
+            f"are {', '.join(HF_IMPORTERS)}."
+        )
+    return importer(directory, allow_nonfinite)
 
 
 def _hf_model_type(config_path: Path) -> str | None:

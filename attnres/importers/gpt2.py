@@ -19,6 +19,7 @@ from .pickles import load_torch_file
 from .report import ImportReport, describe
 from .vocab import find_tokenizer
 
+SHARD_INDEX = "model.safetensors.index.json"
 HF_ACTIVATIONS = {"gelu_new": "gelu_tanh", "gelu_pytorch_tanh": "gelu_tanh", "gelu": "gelu", "relu": "relu"}
 # HF GPT-2 options that change the computation in ways we do not run: field -> the value we run.
 HF_REQUIRED = {
@@ -51,7 +52,9 @@ def model_args_of(data: dict, source: Path, key: str = "model_args") -> dict:
     return args
 
 
-def tie_head(ours: dict, tied_by_config: bool | None, source: Path) -> tuple[bool, list[str]]:
+def tie_head(
+    ours: dict, tied_by_config: bool | None, source: Path, why: str = "GPT-2 ties them"
+) -> tuple[bool, list[str]]:
     """Decides weight tying from the tensors: an absent or identical lm_head is tied to wte.
 
     Returns (tied, the report's ``tied`` entries)."""
@@ -59,7 +62,7 @@ def tie_head(ours: dict, tied_by_config: bool | None, source: Path) -> tuple[boo
     if head is None:
         if tied_by_config is False:
             raise CheckpointError(f"{source} has no lm_head.weight but its config says the head is not tied.")
-        return True, ["lm_head.weight = wte.weight (the file has no head; GPT-2 ties them)"]
+        return True, [f"lm_head.weight = wte.weight (the file has no head; {why})"]
     if wte is not None and head.shape == wte.shape and torch.equal(head, wte):
         del ours["lm_head.weight"]
         return True, ["lm_head.weight = wte.weight (the file holds two identical copies)"]
@@ -139,8 +142,9 @@ def import_nanogpt(path: Path, data: dict, allow_nonfinite: bool):
     return finish(fields, ours, path, tokenizer, allow_nonfinite, report)
 
 
-def read_hf_config(directory: Path) -> dict:
-    path = directory / CONFIG_FILE
+def read_hf_config(directory: Path, name: str = CONFIG_FILE) -> dict:
+    """A JSON object from a file of an HF directory (config.json unless named)."""
+    path = directory / name
     try:
         raw = json.loads(path.read_text(encoding="utf-8"))
     except (OSError, UnicodeDecodeError, ValueError) as exc:
@@ -184,16 +188,41 @@ def hf_fields(raw: dict, path: Path) -> dict:
 
 
 def hf_weights(directory: Path) -> tuple[dict, Path]:
-    """model.safetensors, else pytorch_model.bin read with weights_only=True."""
+    """model.safetensors, else its shards (model.safetensors.index.json), else pytorch_model.bin
+    read with weights_only=True."""
     if (directory / "model.safetensors").is_file():
         return read_safetensors(directory / "model.safetensors"), directory / "model.safetensors"
+    if (directory / SHARD_INDEX).is_file():
+        return read_shards(directory / SHARD_INDEX), directory / SHARD_INDEX
     if (directory / "pytorch_model.bin").is_file():
         return load_torch_file(directory / "pytorch_model.bin"), directory / "pytorch_model.bin"
-    if (directory / "model.safetensors.index.json").is_file():
+    raise CheckpointError(
+        f"{directory} has no model.safetensors (nor {SHARD_INDEX} with its shards, nor pytorch_model.bin)."
+    )
+
+
+def read_shards(index_path: Path) -> dict:
+    """Every tensor of a sharded safetensors checkpoint, each from the shard its index names."""
+    raw = read_hf_config(index_path.parent, index_path.name)
+    weight_map = raw.get("weight_map")
+    if not isinstance(weight_map, dict) or not weight_map:
+        raise CheckpointError(f"{index_path} has no 'weight_map' naming each tensor's shard.")
+    tensors = {}
+    for shard in sorted(set(weight_map.values()), key=str):
+        if not isinstance(shard, str) or Path(shard).name != shard or shard.startswith("."):
+            raise CheckpointError(
+                f"{index_path} names the shard {shard!r}; a shard must be a file beside it."
+            )
+        for name, tensor in read_safetensors(index_path.parent / shard).items():
+            if weight_map.get(name) == shard:
+                tensors[name] = tensor
+    absent = sorted(name for name in weight_map if name not in tensors)
+    if absent:
         raise CheckpointError(
-            f"{directory} holds a sharded checkpoint; only a single model.safetensors is supported."
+            f"{index_path}: {absent[0]} is not in the shard {weight_map[absent[0]]!r} the index names"
+            + (f" (nor {len(absent) - 1} more tensors)" if len(absent) > 1 else "")
         )
-    raise CheckpointError(f"{directory} has no model.safetensors (or pytorch_model.bin).")
+    return tensors
 
 
 def import_hf_gpt2(directory: Path, allow_nonfinite: bool):

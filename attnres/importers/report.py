@@ -74,10 +74,39 @@ def describe(model) -> str:
     norm = {"layernorm": "LayerNorm", "rmsnorm": "RMSNorm"}[cfg.norm] + (" + bias" if cfg.bias else "")
     head = "tied head" if cfg.tie_embeddings else "separate head"
     return (
-        f"GPT, {cfg.n_layer} blocks (L={cfg.n_sublayers} sublayers), d_model={cfg.d_model}, "
-        f"{cfg.n_head} heads, MLP {cfg.hidden} ({cfg.activation}), {norm} eps={cfg.norm_eps:g}, "
+        f"{_block(cfg)}, {cfg.n_layer} blocks (L={cfg.n_sublayers} sublayers), d_model={cfg.d_model}, "
+        f"{_heads(cfg)}, {_mlp(cfg)}, {norm} eps={cfg.norm_eps:g}, "
         f"vocab {cfg.vocab_size}, context {cfg.block_size}, {head}; residual {residual}"
     )
+
+
+def _block(cfg) -> str:
+    if cfg.position == "learned":
+        return "GPT"
+    scaling = f", linear scaling x{cfg.rope_linear_factor:g}" if cfg.rope_linear_factor != 1 else ""
+    return f"Llama-style (RoPE theta={cfg.rope_theta:g}{scaling})"
+
+
+def _heads(cfg) -> str:
+    text = f"{cfg.n_head} heads"
+    if cfg.kv_heads != cfg.n_head:
+        text += f" ({cfg.kv_heads} key/value heads)"
+    if cfg.head_dim is not None and cfg.head_dim * cfg.n_head != cfg.d_model:
+        text += f" of width {cfg.d_head}"
+    biases = [name for name, on in (("q/k/v", cfg.qkv_has_bias), ("output", cfg.out_has_bias)) if on]
+    if biases and not cfg.bias:
+        text += f", {' and '.join(biases)} bias"
+    return text + (f", q/k RMSNorm eps={cfg.q_k_norm_eps:g}" if cfg.qk_norm else "")
+
+
+def _mlp(cfg) -> str:
+    if cfg.mlp == "gated":
+        return (
+            "SwiGLU MLP " + str(cfg.hidden)
+            if cfg.activation == "silu"
+            else f"gated MLP {cfg.hidden} ({cfg.activation})"
+        )
+    return f"MLP {cfg.hidden} ({cfg.activation})"
 
 
 def own_format_report(model, directory) -> ImportReport:

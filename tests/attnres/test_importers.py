@@ -116,7 +116,7 @@ def test_hf_pytorch_model_bin_only_with_weights_only(tmp_path, ids):
 @pytest.mark.parametrize(
     ("field", "value", "message"),
     [
-        ("model_type", "llama", "only 'gpt2'"),
+        ("model_type", "bert", "model_type .bert.; the ones that can be imported"),
         ("activation_function", "swish", "activation_function"),
         ("scale_attn_by_inverse_layer_idx", True, "scale_attn_by_inverse_layer_idx"),
     ],
