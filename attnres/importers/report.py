@@ -11,7 +11,8 @@ class ImportReport:
     """The outcome of loading one checkpoint, attached to the model as ``model.import_report``.
 
     Attributes:
-        format: detected format: "attnres-lens", "nanogpt", "hf-gpt2" or "nanogpt-attnres-repro".
+        format: detected format: "attnres-lens", "nanogpt", "hf-gpt2", "hf-llama", "hf-qwen2",
+            "hf-qwen3", "hf-mistral", "fla-transformer" or "nanogpt-attnres-repro".
         source: the file or directory that was read.
         architecture: one line describing the model as we run it.
         n_params: parameters, a tied head counted once.
