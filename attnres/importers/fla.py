@@ -129,7 +129,7 @@ def import_fla_transformer(directory: Path, allow_nonfinite: bool):
     why = "tie_word_embeddings is true"
     tied, tied_keys = tie_head(ours, bool(raw.get("tie_word_embeddings", False)), source, why)
     notes: list[str] = []
-    tokenizer = tokenizer_beside(directory, notes)
+    tokenizer = tokenizer_beside(directory, notes, None, fields["vocab_size"])
     report = dict(
         format="fla-transformer",
         mapped=mapped,

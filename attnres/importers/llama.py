@@ -162,7 +162,7 @@ def import_hf_llama(directory: Path, allow_nonfinite: bool):
     notes: list[str] = []
     if raw.get("sliding_window") is not None and raw.get("model_type") == "mistral":
         notes.append(f"sliding_window={raw['sliding_window']} covers the whole context: full attention")
-    tokenizer = tokenizer_beside(directory, notes)
+    tokenizer = tokenizer_beside(directory, notes, None, fields["vocab_size"])
     report = dict(
         format=f"hf-{raw['model_type']}", mapped=mapped, ignored=ignored, tied=tied_keys, notes=notes
     )
