@@ -46,3 +46,62 @@ def test_source_lens_covers_every_source(make_model):
     result = logit_lens(make_model("block", 2), "abcd")
     assert result.source_entropy.shape == (1, 4, 7) and result.entropy_mean.shape == (7,)
     assert np.isfinite(result.kl_mean).all() and result.kl_mean[-1] == 0
+
+
+@torch.no_grad()
+def full_vocabulary_lens(model, batch, k):
+    """The lens as first written: a full [B, T, vocab] log-softmax per state, every statistic from it."""
+    tr = trace(model, batch)
+    final = tr.logits.float().log_softmax(-1)
+    targets = torch.full_like(batch.tokens, -1)
+    targets[:, :-1] = torch.where(batch.mask[:, 1:], batch.tokens[:, 1:], -1)
+    out = []
+    for h in [*tr.layer_inputs, tr.embedding, *tr.sublayer_outputs]:
+        logprobs = model.readout(h).float().log_softmax(-1)
+        probs = logprobs.exp()
+        target_logprob = logprobs.gather(-1, targets.clamp_min(0)[..., None])[..., 0]
+        out.append(
+            {
+                "top_ids": probs.topk(k).indices,
+                "top_probs": probs.topk(k).values,
+                "entropy": -(probs * logprobs).sum(-1),
+                "kl_to_final": (final.exp() * (final - logprobs)).sum(-1),
+                "target_rank": (logprobs > target_logprob[..., None]).sum(-1),
+                "target_logprob": target_logprob,
+            }
+        )
+    return out, targets
+
+
+@pytest.mark.parametrize(("rule", "block"), RULES)
+@pytest.mark.parametrize("chunk_bytes", [1, 3000, 2**30])  # one position a chunk, a few, all at once
+def test_chunked_lens_equals_the_full_vocabulary_formula(make_model, monkeypatch, rule, block, chunk_bytes):
+    monkeypatch.setattr("probes.lens.CHUNK_BYTES", chunk_bytes)
+    model = make_model(rule, block)
+    batch = make_batch(model, ["abc defg", "hh"])
+    reference, targets = full_vocabulary_lens(model, batch, 3)
+    result = logit_lens(model, batch, top_k=3)
+    real, has = batch.mask.numpy(), (targets >= 0).numpy()
+    S = len(result.sites)
+    for s, ref in enumerate(reference):
+        prefix, i = ("", s) if s < S else ("source_", s - S)
+        for name, value in ref.items():
+            got = getattr(result, prefix + name)[:, :, i]
+            where = has if name.startswith("target") else real
+            if name.endswith("ids") or name == "target_rank":
+                np.testing.assert_array_equal(got[where], value.numpy()[where], err_msg=prefix + name)
+            else:
+                np.testing.assert_allclose(got[where], value.numpy()[where], atol=1e-6, rtol=1e-6)
+
+
+def test_lens_at_chosen_positions_and_without_sources(make_model):
+    model = make_model("block", 2)
+    everything = logit_lens(model, "abcdefg", top_k=2)
+    some = logit_lens(model, "abcdefg", top_k=2, positions=[1, -1], sources=False)
+    assert some.source_entropy.shape == (1, 7, 0) and some.source_top_ids.shape == (1, 7, 0, 2)
+    for name in ("entropy", "kl_to_final", "top_probs", "target_logprob"):
+        np.testing.assert_allclose(getattr(some, name)[0, [1]], getattr(everything, name)[0, [1]], atol=1e-6)
+        assert np.isnan(getattr(some, name)[0, [0, 2, 3, 4, 5]]).all()
+    np.testing.assert_array_equal(some.top_ids[0, [1, 6]], everything.top_ids[0, [1, 6]])
+    assert (some.target_rank[0, [0, 2, 6]] == -1).all()  # not read, or no next token (6)
+    np.testing.assert_allclose(some.entropy_mean, everything.entropy[0, [1, 6]].mean(0), atol=1e-6)
