@@ -44,7 +44,7 @@ def main() -> None:
 def render_model(i: int, entry, settings) -> None:
     """One model's heatmap over the prompt, then its table of top predictions at one position."""
     prompt = encode(entry, settings)
-    lens = probe("logit_lens", entry, settings) if prompt is not None else None
+    lens = probe("logit_lens", entry, settings, sources=False) if prompt is not None else None  # not drawn
     if lens is None:
         return
     tokenizer = get_model(entry).tokenizer
