@@ -17,7 +17,7 @@ import numpy as np
 import torch
 from torch import Tensor
 
-from ._common import ProbeResult, expect_shape, last_positions, next_token_targets, to_numpy
+from ._common import ProbeResult, expect_shape, last_positions, next_token_targets, resume, to_numpy
 from .gradients import weighted_sum
 from .prompt import make_batch
 
@@ -116,9 +116,11 @@ def ablate(
         return weighted_sum(sources, ablated_weights(mode, sources, weights, index))
 
     batch = make_batch(model, inputs)
-    with torch.no_grad():
-        before = model(batch.tokens, mixer=lambda l, sources, weights: weighted_sum(sources, weights)).logits
-        after = model(batch.tokens, mixer=mixer).logits
+    with torch.no_grad():  # the ablated run shares the unablated one's v_1..v_{site-1} (depth is causal)
+        run = model(batch.tokens, return_internals=True, mixer=lambda l, s, w: weighted_sum(s, w))
+        it = run.internals
+        before = run.logits
+        after = model.readout(resume(model, site, it.embedding, it.sublayer_outputs, mixer))
     targets, pos = next_token_targets(batch), last_positions(batch)
     stats_before, stats_after = _scores(before, targets, pos, top_k), _scores(after, targets, pos, top_k)
     return AblationResult(

@@ -73,3 +73,39 @@ def test_no_mutation_and_threads_agree_with_sequential_runs(make_model, rule):
         t.join()
     assert concurrent == sequential
     assert all(torch.equal(state[k], v) for k, v in model.state_dict().items())
+
+
+@torch.no_grad()
+def two_full_runs(model, text, site, mode, index):
+    """The ablation as first written: a whole unablated and a whole ablated forward, logits of each."""
+    from probes.ablation import ablated_weights
+
+    def plain(l, sources, weights):
+        return sources.sum(0) if weights is None else torch.einsum("btk,kbtd->btd", weights, sources)
+
+    def ablated(l, sources, weights):
+        return plain(l, sources, ablated_weights(mode, sources, weights, index) if l == site else weights)
+
+    tokens = make_batch(model, text).tokens
+    return model(tokens, mixer=plain).logits, model(tokens, mixer=ablated).logits
+
+
+@pytest.mark.parametrize(("rule", "block"), [("prenorm", None), ("full", None), ("block", 2), ("block", 3)])
+def test_reusing_the_unablated_prefix_changes_no_bit(make_model, rule, block):
+    model = make_model(rule, block)
+    texts = ["abc defg", "hh"]
+    targets = make_batch(model, texts).tokens[:, 1:]
+    for site in (1, 2, 4, model.config.n_sublayers + 1):
+        for mode in MODES:
+            index = 0 if mode == "zero_source" else None
+            result = ablate(model, texts, site=site, mode=mode, source=index)
+            before, after = two_full_runs(model, texts, site, mode, index)
+            real = make_batch(model, texts).mask[:, 1:]
+            for logits, loss in ((before, result.loss_before), (after, result.loss_after)):
+                assert (
+                    loss
+                    == torch.nn.functional.cross_entropy(logits[:, :-1][real].float(), targets[real]).item()
+                )
+            probs = after[[0, 1], [7, 1]].softmax(-1).topk(5)
+            np.testing.assert_array_equal(result.top_ids_after, probs.indices.numpy())
+            np.testing.assert_array_equal(result.top_probs_after, probs.values.numpy())  # exactly
