@@ -11,7 +11,13 @@ are padded to the largest source count with NaN and come with the model's own la
 
 from ._common import ProbeResult, Trace, trace
 from .ablation import MODES, AblationResult, ablate
-from .attribution import GateAttribution, RouteAblation, gate_attribution, route_ablation
+from .attribution import (
+    GateAttribution,
+    RouteAblation,
+    attribution_estimates,
+    gate_attribution,
+    route_ablation,
+)
 from .compare import Comparison, compare
 from .depth import DepthSinks, DepthWeights, depth_sinks, depth_weights
 from .dilution import DilutionMetrics, dilution_metrics, stream_dilution
@@ -42,6 +48,7 @@ __all__ = [
     "StreamNorms",
     "Trace",
     "ablate",
+    "attribution_estimates",
     "compare",
     "depth_retrieval",
     "depth_sinks",

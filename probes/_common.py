@@ -177,7 +177,8 @@ def trace(model, inputs) -> Trace:
     )
 
 
-def resume(model, site: int, embedding: Tensor, outputs: list[Tensor], mixer, shared_keys: bool = False):
+def resume(model, site: int, embedding: Tensor, outputs: list[Tensor], mixer, shared_keys: bool = False,
+           stop: int | None = None):  # fmt: skip
     """h_{L+1} of a mixer run whose sublayers 1..site-1 gave ``outputs``: only sites site..L+1 run.
 
     Depth is causal (site l reads v_0..v_{l-1} only), so a run that differs from another from site l
@@ -193,13 +194,17 @@ def resume(model, site: int, embedding: Tensor, outputs: list[Tensor], mixer, sh
         outputs: v_1..v_{site-1}, each [B, T, d].
         mixer: the mixer (site, sources [K, B, T, d], weights [B, T, K] or None) -> h [B, T, d].
         shared_keys: weights as a mixer run with ``depth_impl="two_phase"`` computes them.
+        stop: when given, run sites site..stop-1 only and return v_1..v_{stop-1} (a prefix to
+            resume from later).
 
     Returns:
-        h_{L+1} [B, T, d] (``model.readout`` of it gives the logits).
+        h_{L+1} [B, T, d] (``model.readout`` of it gives the logits), or the outputs with ``stop``.
     """
     rule, L, outputs = SourceRule.of(model.config), model.config.n_sublayers, list(outputs[: site - 1])
     eps = model.config.key_norm_eps
     for l in range(site, L + 2):
+        if l == stop:
+            return outputs
         sources = source_tensors(rule, l, embedding, outputs)
         stacked, weights = torch.stack(sources), None
         if model.config.residual != "prenorm" and shared_keys:

@@ -24,12 +24,16 @@ import numpy as np
 import torch
 from torch import Tensor
 
-from ._common import ProbeResult, expect_shape, last_positions, pad_last, to_numpy, trace
+from ._common import ProbeResult, expect_shape, last_positions, pad_last, resume, to_numpy, trace
 
 # Gauss-Legendre steps by default. Relative completeness error |delta| / max(|f(1) - f(0)|, 0.1) on
 # the shipped trio x 8 held-out prompts of 100-255 characters (benchmarks/results/ig_convergence.md):
 # 32 steps up to 0.15 (6 of 24 pairs over 1%), 64 steps up to 6.0e-3, 128 steps up to 2.1e-5.
 DEFAULT_IG_STEPS = 64
+# attribution_estimates: Gauss-Legendre rules tried in turn until the relative completeness error is
+# below CONVERGED (the Attribution page's threshold).
+REFINEMENT_STEPS = (8, 16, 32, 64)
+CONVERGED = 0.01
 
 # How many gate settings (rows) one evaluation of the integrand takes: at most TOKENS_PER_EVALUATION
 # rows x positions, and at most EVALUATION_BYTES by an estimate of the source stacks (each site stacks
@@ -80,27 +84,44 @@ class GateAttribution(ProbeResult):
 
 
 class _GatedModel:
-    """f(gates [N, G], tokens [N, T], positions [N], targets [N], means [N, G, d]) -> [N] target
-    log-probabilities; means holds each (site, source) route's baseline value mu."""
+    """f(gates [N, G], embedding [N, T, d], positions [N], targets [N], means [N, G, d]) -> [N] target
+    log-probabilities; means holds each (site, source) route's baseline value mu.
 
-    def __init__(self, model, counts: list[int]):
+    The run starts from the traced embedding v_0 (it does not depend on the gates) and reads the
+    output only at the explained positions. ``on_rows(n)``, when set, is called before each
+    evaluation of n rows (progress; it may raise to cancel).
+    """
+
+    def __init__(self, model, counts: list[int], on_rows=None):
         self.model = model
         self.offsets = np.concatenate([[0], np.cumsum(counts)]).tolist()
+        self.on_rows = on_rows
 
-    def __call__(self, gates: Tensor, tokens: Tensor, positions: Tensor, targets: Tensor, means: Tensor):
-        def mixer(site: int, sources: Tensor, weights: Tensor | None) -> Tensor:
+    def mixer(self, gates: Tensor, means: Tensor):
+        """The site mix sum_k w_k (mu_k + g_k (v_k - mu_k)) for gates [N, G] and means [N, G, d]."""
+
+        def mix(site: int, sources: Tensor, weights: Tensor | None) -> Tensor:
             a, b = self.offsets[site - 1], self.offsets[site]
             g = gates[:, a:b].to(sources.dtype)  # [N, K]
             mu = means[:, a:b].to(sources.dtype)  # [N, K, d]
             if weights is None:  # PreNorm: every weight 1
-                weights = g.new_ones(tokens.shape[0], tokens.shape[1], b - a)
+                weights = g.new_ones(sources.shape[1], sources.shape[2], b - a)
             # sum_k w_k (mu_k + g_k (v_k - mu_k)), without a [K, N, T, d] temporary
             read = torch.einsum("btk,kbtd->btd", weights * g[:, None, :], sources)
             return read + torch.einsum("btk,bkd->btd", weights * (1 - g)[:, None, :], mu)
 
-        logits = self.model(tokens, mixer=mixer, depth_impl="two_phase").logits  # keys normalised once
-        rows = torch.arange(tokens.shape[0], device=tokens.device)
-        return logits[rows, positions].float().log_softmax(-1)[rows, targets]
+        return mix
+
+    def logprob(self, h: Tensor, positions: Tensor, targets: Tensor) -> Tensor:
+        """[N] log p(target) read from h_{L+1} [N, T, d] at each row's position."""
+        rows = torch.arange(h.shape[0], device=h.device)
+        return self.model.readout(h[rows, positions]).float().log_softmax(-1)[rows, targets]
+
+    def __call__(self, gates: Tensor, embedding: Tensor, positions: Tensor, targets: Tensor, means: Tensor):
+        if self.on_rows is not None:
+            self.on_rows(gates.shape[0])
+        h = resume(self.model, 1, embedding, [], self.mixer(gates, means), shared_keys=True)
+        return self.logprob(h, positions, targets)
 
 
 def _route_means(tr, positions: Tensor) -> Tensor:
@@ -136,40 +157,114 @@ def gate_attribution(
     Returns:
         GateAttribution.
     """
-    from captum.attr import IntegratedGradients  # here: importing captum takes ~1.5 s (IPython, ...)
+    problem = _Problem(model, inputs, positions, targets)
+    return problem.integrate(n_steps, internal_batch_size)
 
-    tr, tokens, pos, tgt, counts, means = _explained(model, inputs, positions, targets)
-    B, rows = tokens.shape[0], torch.arange(tokens.shape[0], device=tokens.device)
-    if internal_batch_size is None:
-        internal_batch_size = _rows_per_evaluation(model, counts, tokens)
-    f = _GatedModel(model, counts)
-    ones = torch.ones(B, sum(counts), device=tokens.device)
-    attr, delta = IntegratedGradients(f).attribute(
-        ones,
-        baselines=torch.zeros_like(ones),
-        additional_forward_args=(tokens, pos, tgt, means),
-        n_steps=n_steps,
-        internal_batch_size=internal_batch_size,
-        return_convergence_delta=True,
-    )
-    with torch.no_grad():
-        full, zero = f(ones, tokens, pos, tgt, means), f(torch.zeros_like(ones), tokens, pos, tgt, means)
-    split = list(torch.split(attr.detach(), counts, dim=1))  # S x [B, K_l]
-    weight = pad_last([tr.weights(l)[rows, pos].float() for l in range(1, tr.n_sites + 1)])
-    return GateAttribution(
-        residual=tr.residual,
-        sites=np.arange(1, tr.n_sites + 1),
-        sources=tuple(tr.labels),
-        positions=to_numpy(pos),
-        targets=to_numpy(tgt),
-        target_tokens=_strings(model, to_numpy(tgt)),
-        attribution=to_numpy(pad_last(split)),
-        weight=to_numpy(weight),
-        logprob_model=to_numpy(full),
-        logprob_baseline=to_numpy(zero),
-        convergence_delta=to_numpy(delta),
-        n_steps=int(n_steps),
-    )
+
+def attribution_estimates(
+    model,
+    inputs,
+    positions=None,
+    targets=None,
+    steps: tuple[int, ...] = REFINEMENT_STEPS,
+    tolerance: float = CONVERGED,
+    internal_batch_size: int | None = None,
+    on_progress=None,
+):
+    """Yields ever finer gate attributions until the completeness error is below ``tolerance``.
+
+    Each estimate is ``gate_attribution`` at the next step count of ``steps`` (a fresh Gauss-Legendre
+    rule each time); the trace and the route means are computed once. The first estimate costs
+    ``steps[0]`` evaluations, so a page can show it early and refine it.
+
+    Args:
+        model, inputs, positions, targets, internal_batch_size: as in ``gate_attribution``.
+        steps: the step counts to try, in order.
+        tolerance: stop after the first estimate whose ``relative_error()`` is below it for every
+            prompt (see ``GateAttribution.relative_error``).
+        on_progress: called as ``on_progress(done, total)`` in evaluated rows (gate settings, f(1)
+            and f(0) included) before each evaluation, ``total`` counting every level of ``steps``;
+            an exception it raises stops the computation (cancellation).
+
+    Yields:
+        GateAttribution, one per level, the last one converged or at ``steps[-1]``.
+    """
+    problem = _Problem(model, inputs, positions, targets)
+    B, done = problem.tokens.shape[0], [0]
+    total = B * (2 + sum(steps))  # f(1) and f(0) once, then each level's steps
+
+    def count(rows: int) -> None:
+        if on_progress is not None:
+            on_progress(done[0], total)
+        done[0] += rows
+
+    problem.f.on_rows = count
+    for n_steps in steps:
+        estimate = problem.integrate(n_steps, internal_batch_size)
+        yield estimate
+        if (estimate.relative_error() < tolerance).all():
+            return
+
+
+class _Problem:
+    """What every integral of one (model, prompt, positions, targets) shares: the trace, the route
+    means, the explained positions and targets, and the gated function."""
+
+    def __init__(self, model, inputs, positions, targets):
+        self.tr, self.tokens, self.pos, self.tgt, self.counts, self.means = _explained(
+            model, inputs, positions, targets
+        )
+        self.model = model
+        self.embedding = self.tr.embedding[:, : int(self.pos.max()) + 1]  # later tokens cannot matter
+        self.f = _GatedModel(model, self.counts)
+        self._ends = None
+
+    @torch.no_grad()
+    def ends(self) -> tuple[Tensor, Tensor]:
+        """(f(1), f(0)) [B] each, evaluated once."""
+        if self._ends is None:
+            B, G = self.tokens.shape[0], sum(self.counts)
+            gates = torch.cat([torch.ones(B, G), torch.zeros(B, G)]).to(self.tokens.device)
+            both = self.f(gates, self.embedding.repeat(2, 1, 1), self.pos.repeat(2), self.tgt.repeat(2),
+                          self.means.repeat(2, 1, 1))  # fmt: skip
+            self._ends = both[:B], both[B:]
+        return self._ends
+
+    def integrate(self, n_steps: int, internal_batch_size: int | None = None) -> GateAttribution:
+        """Captum integrated gradients with n_steps Gauss-Legendre steps."""
+        from captum.attr import IntegratedGradients  # here: importing captum takes ~1.5 s (IPython, ...)
+
+        tr, pos, tgt, means, f = self.tr, self.pos, self.tgt, self.means, self.f
+        B = self.tokens.shape[0]
+        if internal_batch_size is None:
+            internal_batch_size = _rows_per_evaluation(self.model, self.counts, self.embedding[..., 0])
+        ones = torch.ones(B, sum(self.counts), device=self.tokens.device)
+        attr = IntegratedGradients(f).attribute(
+            ones,
+            baselines=torch.zeros_like(ones),
+            additional_forward_args=(self.embedding, pos, tgt, means),
+            n_steps=n_steps,
+            internal_batch_size=internal_batch_size,
+        )
+        full, zero = self.ends()
+        delta = attr.detach().sum(1) - (full - zero)  # completeness, as captum's convergence delta
+        rows = torch.arange(B, device=pos.device)
+        split = list(torch.split(attr.detach(), self.counts, dim=1))  # S x [B, K_l]
+        weight = pad_last([tr.weights(l)[rows, pos].float() for l in range(1, tr.n_sites + 1)])
+        return GateAttribution(
+            residual=tr.residual,
+            sites=np.arange(1, tr.n_sites + 1),
+            sources=tuple(tr.labels),
+            positions=to_numpy(pos),
+            targets=to_numpy(tgt),
+            target_tokens=_strings(self.model, to_numpy(tgt)),
+            attribution=to_numpy(pad_last(split)),
+            weight=to_numpy(weight),
+            logprob_model=to_numpy(full),
+            logprob_baseline=to_numpy(zero),
+            convergence_delta=to_numpy(delta),
+            n_steps=int(n_steps),
+        )
 
 
 @dataclass(frozen=True)
@@ -198,6 +293,9 @@ class RouteAblation(ProbeResult):
 def route_ablation(model, inputs, site: int, positions=None, targets=None) -> RouteAblation:
     """Mean-ablates each route of one site in turn (the same gates and baseline as gate_attribution).
 
+    Sites before ``site`` see every gate open in every setting, so they run once (depth is causal)
+    and only sites site..L+1 run per setting.
+
     Args:
         model: an ``attnres.Model``.
         inputs: text, Prompt(s), a Batch or token ids (see ``make_batch``).
@@ -210,25 +308,28 @@ def route_ablation(model, inputs, site: int, positions=None, targets=None) -> Ro
     n_sites = model.config.n_sublayers + 1
     if not isinstance(site, int) or not 1 <= site <= n_sites:
         raise ValueError(f"site must be an integer 1..{n_sites}, got {site!r}")
-    tr, tokens, pos, tgt, counts, means = _explained(model, inputs, positions, targets)
-    B, K, first = tokens.shape[0], counts[site - 1], sum(counts[: site - 1])
-    f = _GatedModel(model, counts)
-    gates = torch.ones(K + 1, B, sum(counts), device=tokens.device)  # row 0: the model itself
+    p = _Problem(model, inputs, positions, targets)
+    B, K, first, G = p.tokens.shape[0], p.counts[site - 1], sum(p.counts[: site - 1]), sum(p.counts)
+    gates = torch.ones(K + 1, B, G, device=p.tokens.device)  # row 0: the model itself
     for k in range(K):
         gates[k + 1, :, first + k] = 0.0
+    prefix = resume(model, 1, p.embedding, [], p.f.mixer(gates[0], p.means), shared_keys=True, stop=site)
     out = []
-    step = max(1, _rows_per_evaluation(model, counts, tokens) // B)  # settings per evaluation
+    step = max(1, _rows_per_evaluation(model, p.counts, p.embedding[..., 0]) // B)  # settings at once
     for a in range(0, K + 1, step):
-        g = gates[a : a + step].reshape(-1, gates.shape[-1])
+        g = gates[a : a + step].reshape(-1, G)
         n = g.shape[0] // B
-        out.append(f(g, tokens.repeat(n, 1), pos.repeat(n), tgt.repeat(n), means.repeat(n, 1, 1)).view(n, B))
+        mixer = p.f.mixer(g, p.means.repeat(n, 1, 1))
+        h = resume(model, site, p.embedding.repeat(n, 1, 1), [v.repeat(n, 1, 1) for v in prefix], mixer,
+                   shared_keys=True)  # fmt: skip
+        out.append(p.f.logprob(h, p.pos.repeat(n), p.tgt.repeat(n)).view(n, B))
     logprob = torch.cat(out)  # [K + 1, B]
     return RouteAblation(
-        residual=tr.residual,
+        residual=p.tr.residual,
         site=site,
-        sources=tuple(tr.labels[site - 1]),
-        positions=to_numpy(pos),
-        targets=to_numpy(tgt),
+        sources=tuple(p.tr.labels[site - 1]),
+        positions=to_numpy(p.pos),
+        targets=to_numpy(p.tgt),
         logprob_model=to_numpy(logprob[0]),
         logprob_ablated=to_numpy(logprob[1:].T),
         effect=to_numpy((logprob[0][None] - logprob[1:]).T),

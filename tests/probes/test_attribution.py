@@ -194,3 +194,69 @@ def test_route_ablation_agrees_with_attribution_where_only_one_route_moves(make_
     emb = model.depth_source_labels(7).index("emb")
     assert ablation.effect[0, emb] == pytest.approx(attribution.attribution[0, 6, emb], abs=1e-3)
     assert np.abs(np.delete(ablation.effect[0], emb)).max() < 1e-5
+
+
+def whole_model_attribution(model, text: str, n_steps: int):
+    """The attribution as first written: captum over a function that runs the whole model (every
+    position, every site, the full output) with the gated mix, for the last token's top-1."""
+    from captum.attr import IntegratedGradients
+
+    tokens = make_batch(model, text).tokens
+    clean = trace(model, text)
+    L = model.config.n_sublayers
+    means = torch.cat([clean.sources(l).mean(2)[:, 0] for l in range(1, L + 2)])  # [G, d]
+    offsets = np.cumsum([0] + [len(model.depth_source_labels(l)) for l in range(1, L + 2)]).tolist()
+    target = int(clean.logits[0, -1].argmax())
+
+    def f(gates):
+        def mixer(site, sources, weights):
+            g = gates[:, offsets[site - 1] : offsets[site]]
+            mu = means[offsets[site - 1] : offsets[site]]
+            if weights is None:
+                weights = torch.ones(sources.shape[1], sources.shape[2], len(mu))
+            read = mu[:, None, None] + g.T[:, :, None, None] * (sources - mu[:, None, None])
+            return torch.einsum("btk,kbtd->btd", weights, read)
+
+        n = gates.shape[0]
+        logits = model(tokens.expand(n, -1), mixer=mixer, depth_impl="two_phase").logits
+        return logits[:, -1].log_softmax(-1)[:, target]
+
+    ones = torch.ones(1, offsets[-1])
+    return IntegratedGradients(f).attribute(ones, torch.zeros_like(ones), n_steps=n_steps)
+
+
+@pytest.mark.parametrize(("rule", "block"), RULES)
+def test_estimates_refine_and_equal_the_whole_model_integral(make_model, rule, block):
+    from probes import attribution_estimates
+
+    model = make_model(rule, block, n_layer=2, seed=7)
+    seen = []
+    estimates = list(
+        attribution_estimates(
+            model, "abcdeh", steps=(4, 8), tolerance=0.0, on_progress=lambda d, t: seen.append((d, t))
+        )
+    )
+    assert [e.n_steps for e in estimates] == [4, 8]
+    assert seen[0] == (0, 14) and seen[-1][0] < 14 and [d for d, _ in seen] == sorted(d for d, _ in seen)
+    for estimate in estimates:
+        reference = whole_model_attribution(model, "abcdeh", estimate.n_steps)[0].detach().numpy()
+        got = estimate.attribution[0][~np.isnan(estimate.attribution[0])]
+        np.testing.assert_allclose(got, reference, atol=1e-5)
+    # a tolerance the first estimate meets ends the refinement there
+    loose = list(attribution_estimates(model, "abcdeh", steps=(4, 8), tolerance=np.inf))
+    assert [e.n_steps for e in loose] == [4]
+
+
+def test_an_exception_from_the_progress_callback_stops_the_integral(make_model):
+    from probes import attribution_estimates
+
+    class Stop(Exception):
+        pass
+
+    def cancel(done, total):
+        if done > 0:
+            raise Stop
+
+    model = make_model("full", None, n_layer=2)
+    with pytest.raises(Stop):
+        next(attribution_estimates(model, "abcdeh", steps=(64,), internal_batch_size=1, on_progress=cancel))
