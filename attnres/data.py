@@ -55,6 +55,12 @@ def held_out_passage(n_chars: int, work: str = "hamlet", start: str = "ACT III.\
     return text[at : at + n_chars]
 
 
+def heldout_texts() -> list[str]:
+    """The held-out works' texts (``VALIDATION_WORKS``), in corpus order: text no shipped model trained on."""
+    texts = _texts()
+    return [texts[w] for w in texts if w in VALIDATION_WORKS]
+
+
 def load_corpus() -> Corpus:
     """Loads, splits by work and encodes the corpus (vocabulary = every character of all works)."""
     texts = _texts()

@@ -116,6 +116,7 @@ OTHER_RENDERERS = {
     "probe_sweep": ("benchmarks.probe_sweep", "render"),
     "ig_convergence": ("benchmarks.ig_convergence", "render"),
     "cpu_forward_ratio": ("benchmarks.cpu_forward_ratio", "markdown"),
+    "corpus_sweep": ("benchmarks.corpus_sweep", "render"),
     "profile-": ("benchmarks.profile_report", "render"),
 }
 

@@ -1,0 +1,117 @@
+"""Corpus sweep cost against a bare forward of the same model on the same batches (CPU).
+
+    python -m benchmarks.corpus_sweep [--seqs 32] [--repeats 7] [--out results/corpus_sweep-cpu.json]
+
+For each shipped model: the default corpus (held-out plays) cut into ``--seqs`` sequences of 256
+tokens, batch 8. Three steps over the same batches, timed in one loop in an order that rotates each
+round (machine load hits them alike): the bare ``torch.no_grad()`` forward ``model(tokens)``; the whole
+``probes.corpus.corpus_sweep`` without gradients (internals, every accumulator, the logit-lens KL, the
+fingerprint and the final result; no cache); the same with gradients (one backward per batch).
+Goals: sweep <= 1.3x the bare forward, with gradients <= 3.5x. Medians are reported.
+"""
+
+from __future__ import annotations
+
+import argparse
+import os
+import statistics
+import time
+from pathlib import Path
+
+import torch
+
+from attnres import load_model
+from benchmarks.harness import cpu_run_header, write_results
+from probes.corpus import SweepSettings, corpus_sweep, load_sequences
+
+ROOT = Path(__file__).resolve().parent.parent
+MODELS = ("prenorm", "full", "block")
+GOALS = {"sweep": 1.3, "sweep+gradients": 3.5}
+BATCH = 8
+
+
+def steps_for(model, seqs) -> dict:
+    """name -> zero-argument step over every batch of seqs."""
+
+    def bare():
+        with torch.no_grad():
+            for i in range(0, len(seqs), BATCH):
+                model(seqs.tokens[i : i + BATCH])
+
+    plain = SweepSettings(max_seqs=len(seqs), batch_size=BATCH)
+    grads = SweepSettings(max_seqs=len(seqs), batch_size=BATCH, gradients=True)
+    return {
+        "bare forward": bare,
+        "sweep": lambda: corpus_sweep(model, seqs, plain),
+        "sweep+gradients": lambda: corpus_sweep(model, seqs, grads),
+    }
+
+
+def time_model(name: str, n_seqs: int, repeats: int) -> dict:
+    model = load_model(ROOT / "sample_models" / f"shakespeare-{name}")
+    seqs = load_sequences(model, None, 256, n_seqs)
+    steps = steps_for(model, seqs)
+    for step in steps.values():
+        step()  # warm-up
+    names, samples = list(steps), {n: [] for n in steps}
+    for r in range(repeats):
+        for i in range(len(names)):
+            key = names[(r + i) % len(names)]
+            start = time.perf_counter()
+            steps[key]()
+            samples[key].append(time.perf_counter() - start)
+    medians = {k: statistics.median(v) for k, v in samples.items()}
+    return {
+        "model": name,
+        "sequences": len(seqs),
+        "tokens": seqs.n_tokens,
+        "median_s": {k: round(v, 4) for k, v in medians.items()},
+        "tokens_per_s": {k: round(seqs.n_tokens / v, 1) for k, v in medians.items()},
+        "ratio": {k: round(medians[k] / medians["bare forward"], 3) for k in GOALS},
+    }
+
+
+def render(report: dict) -> str:
+    """The results JSON as Markdown."""
+    lines = [
+        "# Corpus sweep vs bare forward (python -m benchmarks.corpus_sweep)",
+        "",
+        f"{report['device']} ({report['threads']} threads), torch {report['torch']}, {report['date']}; "
+        f"held-out plays, {report['sequences']} sequences x 256 tokens, batch {BATCH}, fp32, median of "
+        f"{report['repeats']} interleaved repeats; "
+        f"1-min load average before/after {report['load_average_1min']}.",
+        "",
+        "| model | bare forward tok/s | sweep tok/s | sweep+gradients tok/s | sweep ratio (goal 1.3) "
+        "| +gradients ratio (goal 3.5) |",
+        "|---|---|---|---|---|---|",
+    ]
+    for r in report["results"]:
+        t, q = r["tokens_per_s"], r["ratio"]
+        lines.append(
+            f"| {r['model']} | {t['bare forward']:,.0f} | {t['sweep']:,.0f} | {t['sweep+gradients']:,.0f} "
+            f"| {q['sweep']:.3f} | {q['sweep+gradients']:.3f} |"
+        )
+    return "\n".join(lines) + "\n"
+
+
+def main(argv=None) -> None:
+    parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
+    parser.add_argument("--seqs", type=int, default=32)
+    parser.add_argument("--repeats", type=int, default=7)
+    parser.add_argument("--out", default=str(ROOT / "benchmarks" / "results" / "corpus_sweep-cpu.json"))
+    args = parser.parse_args(argv)
+    load_before = os.getloadavg()[0]
+    rows = [time_model(name, args.seqs, args.repeats) for name in MODELS]
+    report = {
+        **cpu_run_header(),
+        "sequences": args.seqs,
+        "repeats": args.repeats,
+        "load_average_1min": [round(load_before, 2), round(os.getloadavg()[0], 2)],
+        "goals": GOALS,
+        "results": rows,
+    }
+    print(write_results(report, args.out, render))
+
+
+if __name__ == "__main__":
+    main()
