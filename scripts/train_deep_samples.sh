@@ -2,8 +2,8 @@
 # Trains the deep sample models on one GPU, every run at once, and measures them:
 #   the headline trio     sample_models/shakespeare-{prenorm,full,block}: 24 blocks = 48 sublayers,
 #                         Block S = 8 (6 blocks), snapshots at steps 0, 250 and 1000
-#   the depth series      sample_models/depth/{prenorm,block}-{4,16}: the same recipe at 4 and 16
-#                         Transformer blocks (the trio is the 24-block point)
+#   the depth series      sample_models/depth/{prenorm,block}-{4,8,16}: the same recipe at 4, 8 and
+#                         16 Transformer blocks (the trio is the 24-block point)
 #   two more seeds        of the headline PreNorm and Block recipe (loss and dilution only)
 # Same data, data order, seed and steps within each comparison; only the residual rule differs.
 # Every run keeps a resume state, so running this again continues where a stopped run ended.
@@ -35,7 +35,7 @@ for seed in 1337 2024 7; do
   run "shakespeare-block-s$seed" --n-layer 24 --residual block --attnres-block-size 8 --seed "$seed" "${extra[@]}"
 done
 run shakespeare-full-s1337 --n-layer 24 --residual full --seed 1337 "${snaps[@]}"
-for depth in 4 16; do
+for depth in 4 8 16; do
   run "prenorm-$depth" --n-layer "$depth" --residual prenorm --seed 1337
   run "block-$depth" --n-layer "$depth" --residual block --attnres-block-size 8 --seed 1337
 done
@@ -50,10 +50,10 @@ pack() {  # pack TAR DIR...
   tar --exclude=resume -C "$runs" -cf "$out/$tarfile" "$@"
 }
 for rule in prenorm full block; do pack "shakespeare-$rule.tar" "shakespeare-$rule-s1337"; done
-pack depth-series.tar prenorm-4 block-4 prenorm-16 block-16
+pack depth-series.tar prenorm-4 block-4 prenorm-8 block-8 prenorm-16 block-16
 tar -C "$runs" -cf "$out/seeds.tar" $(cd "$runs" && ls -d shakespeare-*-s2024/README.md shakespeare-*-s7/README.md \
   shakespeare-*-s2024/train_log.csv shakespeare-*-s7/train_log.csv 2>/dev/null)
-python3 scripts/dilution_table.py "$runs"/shakespeare-*-s* "$runs"/prenorm-* "$runs"/block-* --snapshots --eval-windows "${EVAL_WINDOWS:-32}" \
+python3 scripts/dilution_table.py "$runs"/shakespeare-*-s*/ "$runs"/prenorm-*/ "$runs"/block-*/ --snapshots --eval-windows "${EVAL_WINDOWS:-32}" \
   --out "$out/dilution" || status=1
 cat "$runs"/*.log >"$out/train.log"
 exit $status
