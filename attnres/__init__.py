@@ -1,10 +1,10 @@
 """AttnRes Lens model library: PreNorm, Full and Block Attention Residuals (arXiv 2603.15031)."""
 
+from .basic_tokenizers import CharTokenizer
 from .checkpoint import CheckpointError, load_model, save_model
 from .config import ModelConfig
 from .device import select_device, select_dtype
 from .model import Internals, Model, ModelOutput
-from .tokenizer import CharTokenizer
 
 __all__ = [
     "CharTokenizer",

@@ -13,7 +13,7 @@ from dataclasses import dataclass
 import numpy as np
 import torch
 
-from .tokenizer import CharTokenizer
+from .basic_tokenizers import CharTokenizer
 
 # Held-out works (about 9% of the characters): validation never sees a line of these plays.
 VALIDATION_WORKS = ("hamlet", "tempest", "twelfth_night", "julius_caesar")

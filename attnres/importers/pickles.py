@@ -16,8 +16,8 @@ from pathlib import Path
 
 import torch
 
+from ..basic_tokenizers import CharTokenizer
 from ..checkpoint import CheckpointError
-from ..tokenizer import CharTokenizer
 
 MAX_META_BYTES = 10_000_000
 
