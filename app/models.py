@@ -130,7 +130,7 @@ def model_name(model, run: str, taken) -> str:
         E.g. "out-shakespeare-char, step 5000, Block AttnRes S4".
     """
     cfg = model.config
-    steps = getattr(getattr(model, "import_report", None), "trained_steps", None)
+    steps = model.import_report.trained_steps if model.import_report else None
     rule = RULES.get(cfg.residual, cfg.residual)
     if cfg.residual == "block":
         rule += f" S{cfg.attnres_block_size}"

@@ -1,5 +1,10 @@
-"""Checkpoint I/O in our own format (DESIGN.md §2): a directory with ``config.json``,
-``model.safetensors`` and a ``README.md`` model card. Nothing here ever unpickles.
+"""Checkpoint primitives: our own format (DESIGN.md §2) and what every reader builds on.
+
+Our checkpoint is a directory with ``config.json``, ``model.safetensors`` and a ``README.md`` model
+card. Here: ``CheckpointError`` and its one-sentence messages, ``save_model``, the bounded readers
+(``read_json``, ``read_config``, ``read_safetensors``), ``build_model`` (names, shapes and values
+checked) and ``load_ours``. ``attnres.loader.load_model`` decides which reader a path goes to; the
+importers of foreign formats (``attnres/importers/``) sit between the two. Nothing here unpickles.
 """
 
 from __future__ import annotations
@@ -15,6 +20,7 @@ from safetensors import safe_open
 from safetensors.torch import save_file
 
 from .config import ModelConfig
+from .import_report import own_format_report
 from .model import Model, empty_model
 from .tokenizer import tokenizer_from_dict
 
@@ -90,80 +96,7 @@ def _atomic_write(path: Path, write) -> None:
     os.replace(tmp, path)
 
 
-def load_model(path, device="cpu", allow_nonfinite: bool = False) -> Model:
-    """Loads a checkpoint (our directory, a file inside it, or an importable foreign format).
-
-    Returns the model in eval mode on ``device``. Raises CheckpointError with one sentence
-    for anything invalid; never executes code from the checkpoint.
-    """
-    path = _existing(path)
-    try:
-        model = _load(path, allow_nonfinite)
-    except CheckpointError:
-        raise
-    except Exception as exc:  # noqa: BLE001 (a bad file must never surface as a bare traceback)
-        reason = str(exc).splitlines()[0][:200] if str(exc).strip() else "no details"
-        raise CheckpointError(f"{path} could not be loaded ({exc.__class__.__name__}: {reason}).") from None
-    return model.to(device).eval()
-
-
-def _load(path: Path, allow_nonfinite: bool) -> Model:
-    if not path.is_dir():
-        _check_plain_file(path)
-    directory = path if path.is_dir() else path.parent
-    if not _is_ours(directory / CONFIG_FILE):
-        from .importers import import_foreign  # noqa: PLC0415 (foreign formats are rarer)
-
-        return import_foreign(path, allow_nonfinite=allow_nonfinite)
-    model = load_ours(directory, allow_nonfinite=allow_nonfinite)
-    from .importers.report import own_format_report  # noqa: PLC0415 (importers import this module)
-
-    model.import_report = own_format_report(model, directory)  # what the user sees after any load
-    return model
-
-
-def _check_plain_file(path: Path) -> None:
-    """Refuses pipes, devices and archives before anything opens them (a FIFO would block)."""
-    if not path.is_file():
-        raise CheckpointError(
-            f"{path} is not a regular file or directory; a pipe, socket or device cannot be a checkpoint."
-        )
-    name = path.name.lower()
-    with open(path, "rb") as file:
-        head = file.read(512)
-    if name.endswith(ARCHIVE_SUFFIXES) or head[257:262] == b"ustar" or head[:2] == b"\x1f\x8b":
-        raise CheckpointError(
-            f"{path} is a zip or tar archive, which is not read directly; unpack it and give the "
-            "checkpoint directory (the one holding config.json)."
-        )
-
-
-def _existing(path) -> Path:
-    try:
-        path = Path(path)
-        if not path.exists() and path.is_symlink():
-            raise CheckpointError(f"{path} is a symbolic link that leads nowhere (a broken link or a loop).")
-        if not path.exists():
-            raise CheckpointError(f"{path} does not exist; give a checkpoint directory or file.")
-        path.resolve(strict=True)
-    except CheckpointError:
-        raise
-    except (OSError, RuntimeError, ValueError) as exc:
-        raise CheckpointError(f"{path} cannot be resolved ({exc.__class__.__name__}: {exc}).") from None
-    return path
-
-
-def _is_ours(config_path: Path) -> bool:
-    if not (config_path.exists() or config_path.is_symlink()):
-        return False
-    try:
-        data = _read_json(config_path)
-    except CheckpointError:
-        return True  # a broken config.json: report it as ours, with the reason
-    return not isinstance(data, dict) or "format" in data or "residual" in data
-
-
-def _read_json(config_path: Path):
+def read_json(config_path: Path):
     """The parsed JSON of a config file, read only if it is a regular file of bounded size."""
     if not config_path.is_file():
         if config_path.exists() or config_path.is_symlink():
@@ -188,9 +121,20 @@ def _read_json(config_path: Path):
 def read_config(directory: Path) -> tuple[ModelConfig, dict]:
     """Parses and validates ``config.json``; returns the config and the raw dict."""
     config_path = directory / CONFIG_FILE
-    raw = _read_json(config_path)
+    raw = read_json(config_path)
     if not isinstance(raw, dict):
         raise CheckpointError(f"{config_path} must hold a JSON object, not {type(raw).__name__}.")
+    _check_format(raw, config_path)
+    _check_fields(raw, config_path)
+    try:
+        config = ModelConfig.from_dict(raw)
+    except (TypeError, ValueError) as exc:
+        raise CheckpointError(f"{config_path}: {exc}.") from None
+    return config, raw
+
+
+def _check_format(raw: dict, config_path: Path) -> None:
+    """The format name and version, when given, must be ours."""
     if raw.get("format", FORMAT) != FORMAT:
         raise CheckpointError(f"{config_path} has format {raw.get('format')!r}; expected {FORMAT!r}.")
     version = raw.get("format_version", FORMAT_VERSION)
@@ -199,6 +143,10 @@ def read_config(directory: Path) -> tuple[ModelConfig, dict]:
             f"{config_path} has format_version {version!r}; "
             f"this version of AttnRes Lens reads {FORMAT_VERSION}."
         )
+
+
+def _check_fields(raw: dict, config_path: Path) -> None:
+    """Every required field is present (S too for Block) and the booleans are booleans."""
     missing = [k for k in REQUIRED if k not in raw]
     if raw.get("residual") == "block" and "attnres_block_size" not in raw:
         missing.append("attnres_block_size")
@@ -207,11 +155,6 @@ def read_config(directory: Path) -> tuple[ModelConfig, dict]:
     for key in BOOL_FIELDS:
         if key in raw and not isinstance(raw[key], bool):
             raise CheckpointError(f"{config_path}: '{key}' must be true or false, got {raw[key]!r}.")
-    try:
-        config = ModelConfig.from_dict(raw)
-    except (TypeError, ValueError) as exc:
-        raise CheckpointError(f"{config_path}: {exc}.") from None
-    return config, raw
 
 
 def read_safetensors(path: Path) -> dict[str, torch.Tensor]:
@@ -245,7 +188,7 @@ def _check_safetensors_header(path: Path) -> None:
 
 
 def load_ours(directory: Path, allow_nonfinite: bool = False) -> Model:
-    """Loads a checkpoint directory in our format."""
+    """Loads a checkpoint directory in our format, with its ImportReport (every key maps to itself)."""
     config, raw = read_config(directory)
     try:
         tokenizer = tokenizer_from_dict(raw.get("tokenizer"), directory)
@@ -257,7 +200,9 @@ def load_ours(directory: Path, allow_nonfinite: bool = False) -> Model:
             f"but vocab_size is {config.vocab_size}."
         )
     tensors = read_safetensors(directory / WEIGHTS_FILE)
-    return build_model(config, tensors, directory / WEIGHTS_FILE, tokenizer, allow_nonfinite)
+    model = build_model(config, tensors, directory / WEIGHTS_FILE, tokenizer, allow_nonfinite)
+    model.import_report = own_format_report(model, directory, tensors, raw)  # shown after any load
+    return model
 
 
 def build_model(

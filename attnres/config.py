@@ -3,6 +3,8 @@
 from __future__ import annotations
 
 import dataclasses
+import hashlib
+import json
 import math
 from dataclasses import dataclass
 
@@ -212,9 +214,6 @@ class ModelConfig:
 
     def fingerprint(self) -> str:
         """Short stable hash of the architecture, to tell runs apart in reports."""
-        import hashlib
-        import json
-
         defaults = {f.name: f.default for f in dataclasses.fields(self)}
         fields = {  # block-family fields at their defaults left out: older fingerprints unchanged
             k: v for k, v in self.to_dict().items() if k not in FAMILY_FIELDS or v != defaults[k]

@@ -59,10 +59,6 @@ def lint_model(model: Model, prompt_ids: list[int] | torch.Tensor | None = None)
     return sorted(findings, key=lambda f: SEVERITIES.index(f.severity))
 
 
-def _report(model: Model):
-    return getattr(model, "import_report", None)
-
-
 def _nonfinite(model: Model) -> list[Finding]:
     bad = [name for name, p in model.named_parameters() if not torch.isfinite(p).all()]
     if not bad:
@@ -77,7 +73,7 @@ def _queries(model: Model) -> list[torch.Tensor]:
 
 def _claims_training(model: Model) -> str | None:
     """Why we believe the checkpoint was trained (None when nothing says so)."""
-    report = _report(model)
+    report = model.import_report
     if report is not None and report.trained_steps:
         return f"its checkpoint records {report.trained_steps} training steps"
     gains = [p for name, p in model.named_parameters() if name.endswith("norm.weight")]
@@ -103,7 +99,7 @@ def _zero_queries(model: Model) -> list[Finding]:
 
 
 def _readout(model: Model) -> list[Finding]:
-    report = _report(model)
+    report = model.import_report
     if report is not None and any(m.startswith("out_res") for m in report.missing):
         return [Finding("error", "missing-readout", "the checkpoint has no output readout (site L+1).")]
     queries = _queries(model)
@@ -120,7 +116,7 @@ def _readout(model: Model) -> list[Finding]:
 
 
 def _block_size_unit(model: Model) -> list[Finding]:
-    cfg, report = model.config, _report(model)
+    cfg, report = model.config, model.import_report
     if cfg.residual != "block" or report is None or report.format == "attnres-lens":
         return []
     if any(name == "block-size unit" for name, _ in report.conventions):

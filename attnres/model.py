@@ -17,6 +17,7 @@ from __future__ import annotations
 import math
 from collections.abc import Callable
 from dataclasses import dataclass
+from typing import TYPE_CHECKING
 
 import torch
 import torch.nn.functional as F
@@ -27,6 +28,9 @@ from . import kernels
 from .config import ModelConfig
 from .layers import Block, DepthAttention, make_norm
 from .sources import SourceRule
+
+if TYPE_CHECKING:
+    from .import_report import ImportReport
 
 # A mixer replaces the weighted sum at a site (used by probes for ablation and attribution):
 # mixer(site, sources [K, B, T, d], weights [B, T, K] or None for PreNorm) -> h [B, T, d].
@@ -105,6 +109,8 @@ def _unit_rms(x: Tensor, eps: float) -> Tensor:
 
 class Model(nn.Module):
     """GPT language model; ``config.residual`` picks PreNorm, Full or Block AttnRes."""
+
+    import_report: ImportReport | None = None  # what loading found (set by the loaders)
 
     def __init__(self, config: ModelConfig, tokenizer=None):
         super().__init__()

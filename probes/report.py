@@ -73,7 +73,7 @@ def _model_rows(models: dict, paths: list[str]) -> list[dict]:
     rows = []
     for (name, model), path in zip(models.items(), paths, strict=True):
         config = model.config
-        report = getattr(model, "import_report", None)
+        report = model.import_report
         rows.append(
             {
                 "model": _esc(name),
@@ -243,7 +243,7 @@ def write_numbers(sweep, models: dict, paths: list[str], out: Path) -> None:
             "path": path,
             "config": model.config.to_dict(),
             "fingerprint": model.config.fingerprint(),
-            "import_report": model.import_report.summary() if getattr(model, "import_report", None) else None,
+            "import_report": model.import_report.summary() if model.import_report else None,
         }
         for (name, model), path in zip(models.items(), paths, strict=True)
     }

@@ -24,7 +24,7 @@ def snapshots_of(entry: ModelEntry) -> tuple[tuple[int, str], ...]:
         match = re.fullmatch(r"step-(\d+)", path.name)
         if match and (path / "config.json").is_file():
             found.append((int(match.group(1)), str(path)))
-    final = getattr(get_model(entry), "import_report", None)
+    final = get_model(entry).import_report
     final_step = getattr(final, "trained_steps", None) or (found[-1][0] + 1 if found else 0)
     return (*found, (final_step, entry.path))
 

@@ -122,7 +122,7 @@ def load_from_hf_cache() -> None:
 
 def render_report(model) -> None:
     """Import report: format, source, and the mapped / ignored / missing / tied keys."""
-    report = getattr(model, "import_report", None)
+    report = model.import_report
     if report is None:
         st.caption("No import report.")
         return

@@ -14,9 +14,9 @@ import torch
 
 from ..checkpoint import CONFIG_FILE, CheckpointError, build_model, read_safetensors
 from ..config import ModelConfig
+from ..import_report import ImportReport, describe
 from .mapping import GPT2_IGNORED, apply_rules, gpt2_rules, strip_prefixes
 from .pickles import load_torch_file
-from .report import ImportReport, describe
 from .vocab import find_tokenizer
 
 SHARD_INDEX = "model.safetensors.index.json"
@@ -27,6 +27,11 @@ HF_REQUIRED = {
     "scale_attn_by_inverse_layer_idx": False,
     "add_cross_attention": False,
 }
+
+
+def is_nanogpt(state: dict) -> bool:
+    """A nanoGPT (GPT-2) state dict: its first attention's fused projection is there."""
+    return "transformer.h.0.attn.c_attn.weight" in state
 
 
 def state_dict_of(data: dict, source: Path) -> dict:
@@ -155,12 +160,8 @@ def read_hf_config(directory: Path, name: str = CONFIG_FILE) -> dict:
 
 
 def hf_fields(raw: dict, path: Path) -> dict:
-    """Our ModelConfig fields from an HF GPT-2 config.json; refuses options we do not run."""
-    if raw.get("model_type") != "gpt2":
-        raise CheckpointError(
-            f"{path} has model_type {raw.get('model_type')!r}; "
-            "of Hugging Face models only 'gpt2' can be imported."
-        )
+    """Our ModelConfig fields from an HF GPT-2 config.json (model_type "gpt2", which the loader
+    checked); refuses options we do not run."""
     activation = raw.get("activation_function", "gelu_new")
     if activation not in HF_ACTIVATIONS:
         raise CheckpointError(
