@@ -1,0 +1,112 @@
+"""Imports in a real Chromium: a checkpoint saved without a tokenizer is loaded by path, given a
+tokenizer in the inspector, and then every analysis page runs on it with no exception or error box."""
+
+from __future__ import annotations
+
+import re
+
+import pytest
+
+from tests.toys import tokenizerless_repro_run
+
+pytestmark = pytest.mark.browser
+
+LOAD_PATH = "Local path (a checkpoint directory, ckpt.pt, or a Hugging Face model directory)"
+TOKENIZER_PATH = "Path of a tokenizer.json, meta.pkl or meta.json (or a directory holding one)"
+# (nav link, page title, whether it draws charts for an import: an import has no training snapshots)
+ANALYSIS_PAGES = [
+    ("Compare", "Compare models", True),
+    ("Depth routing", "Depth routing", True),
+    ("Signal dilution", "Signal dilution", True),
+    ("Retrieval", "Retrieval", True),
+    ("Attribution & ablation", "Attribution & ablation", True),
+    ("Logit lens", "Logit lens", True),
+    ("Training dynamics", "Training dynamics", False),
+    ("Learn: signal dilution", "Learn: signal dilution", True),
+]
+
+
+def _expect():
+    from playwright.sync_api import expect  # noqa: PLC0415 (the conftest skips without playwright)
+
+    return expect
+
+
+def type_into(page, ui, label: str, text: str) -> None:
+    box = page.get_by_label(label, exact=True)
+    box.fill(text)
+    box.press("Enter")
+    ui.settled(page)
+
+
+def load_by_path(page, ui, path) -> str:
+    """Loads a checkpoint in the inspector; returns the name it is offered under."""
+    type_into(page, ui, LOAD_PATH, str(path))
+    page.get_by_role("button", name="Load from path").click()
+    loaded = page.get_by_test_id("stAlertContentSuccess").filter(has_text="it is now offered on every page")
+    _expect()(loaded).to_have_count(1)
+    ui.settled(page)
+    return re.match(r"Loaded (.+); it is now offered", loaded.inner_text()).group(1)
+
+
+def choose_only(page, ui, name: str) -> None:
+    """Makes ``name`` the only model of the sidebar multiselect, or the model of its selectbox."""
+    multiselect = page.get_by_test_id("stSidebar").get_by_test_id("stMultiSelect")
+    chips = multiselect.locator("[data-tag] span[title]")
+    if not multiselect.count():
+        page.get_by_role("combobox", name="Model", exact=True).click()
+        page.get_by_role("option", name=name, exact=True).click()
+        ui.settled(page)
+        return
+    while others := [chip for chip in chips.all_inner_texts() if chip != name]:
+        page.get_by_role("button", name=f"Remove {others[0]}").click()
+        _expect()(chips.filter(has_text=re.compile(f"^{re.escape(others[0])}$"))).to_have_count(0)
+        ui.settled(page)
+    if name not in chips.all_inner_texts():
+        multiselect.click()
+        page.get_by_role("option", name=name, exact=True).click()
+        page.keyboard.press("Escape")
+        ui.settled(page)
+
+
+def walk_every_analysis_page(page, ui, name: str) -> None:
+    """Visits each analysis page from the sidebar with ``name`` chosen: its charts name it, no failure."""
+    expect = _expect()
+    for link, title, draws in ANALYSIS_PAGES:
+        ui.go_to(page, link, title)
+        choose_only(page, ui, name)
+        ui.expect_no_failure(page)
+        expect(page.get_by_test_id("stAlertContentWarning").filter(has_text="tokenizer")).to_have_count(0)
+        if draws:  # every chart drawn with data (an SVG with a trace or a heatmap)
+            charts = page.get_by_test_id("stPlotlyChart")
+            expect(charts.first.locator("svg.main-svg").first).to_be_visible()
+            drawn = charts.evaluate_all("els => els.map(e => e.querySelectorAll('g.trace, g.hm').length)")
+            assert drawn and all(drawn), (title, drawn)
+        ui.screenshot(page, "import-" + re.sub(r"\W+", "-", title.lower()).strip("-"))
+
+
+def test_tokenizerless_import_works_on_every_page_after_picking_a_tokenizer(new_page, app_url, ui, tmp_path):
+    expect = _expect()
+    ckpt, meta, _ = tokenizerless_repro_run(tmp_path)
+    page = new_page()
+    ui.open_view(page, app_url, "inspector", "Checkpoint inspector", prompt=ui.SHORT_PROMPT)
+    name = load_by_path(page, ui, ckpt)
+    assert name == "out-repro-block, step 800, Block AttnRes S2"
+    expect(
+        page.get_by_test_id("stAlertContentWarning").filter(has_text="came without a tokenizer")
+    ).to_have_count(1)
+
+    page.get_by_test_id("stRadio").get_by_text("a file on this machine", exact=True).click()
+    ui.settled(page)
+    type_into(page, ui, TOKENIZER_PATH, str(meta))
+    page.get_by_role("button", name="Use this tokenizer").click()
+    expect(
+        page.get_by_test_id("stAlertContentSuccess").filter(has_text="now reads the prompt with characters")
+    ).to_have_count(1)
+    expect(
+        page.get_by_test_id("stAlertContentWarning").filter(has_text="came without a tokenizer")
+    ).to_have_count(0)
+    ui.settled(page)
+    ui.go_to(page, "Compare", "Compare models")
+    ui.set_prompt(page, ui.SHORT_PROMPT)
+    walk_every_analysis_page(page, ui, name)
