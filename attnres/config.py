@@ -26,6 +26,7 @@ BLOCK_FAMILIES = {
     "gpt": {},
     "llama": {"position": "rope", "mlp": "gated", "activation": "silu"},
 }
+READOUTS = ("attnres", "none", "sum")
 
 # Bounds that keep a hostile config.json from allocating the machine away.
 LIMITS = {
@@ -77,6 +78,11 @@ class ModelConfig:
     attn_out_bias: bool | None = None  # bias of the attention output projection; None = bias
     qk_norm: bool = False  # per-head RMSNorm (gain [head_dim]) on q and k before RoPE (Qwen3, fla)
     qk_norm_eps: float | None = None  # eps of the q/k norms; None = norm_eps (fla uses 1e-5)
+    # Conventions of imported AttnRes peers (docs/formats.md); the defaults are ours.
+    readout: str = "attnres"  # h_{L+1}: "attnres" = a learned depth softmax (site L+1, ours) | "none" =
+    #   the last block's sum (nanoGPT AttnRes PR, nanoAttnRes) | "sum" = v_1 + .. + v_L (jibran's)
+    first_block_has_embedding: bool = False  # block 1's partial sum starts from v_0, so v_0 is counted
+    #   in b_0 and in b_1 (nanoGPT AttnRes PR); Block only
 
     def __post_init__(self):
         problem = self.problem()
@@ -101,7 +107,21 @@ class ModelConfig:
             size = self.attnres_block_size
             if not isinstance(size, int) or isinstance(size, bool) or size < 1:
                 return f"a 'block' model needs 'attnres_block_size' >= 1 (sublayers), got {size!r}"
-        return self._layer_problem()
+        return self._convention_problem() or self._layer_problem()
+
+    def _convention_problem(self) -> str | None:
+        """The peer conventions: they only exist for depth attention."""
+        if self.readout not in READOUTS:
+            return f"'readout' must be one of {', '.join(READOUTS)}, got {self.readout!r}"
+        if self.readout != "attnres" and self.residual == "prenorm":
+            return f"readout {self.readout!r} needs an AttnRes residual ('full' or 'block'), not 'prenorm'"
+        if not isinstance(self.first_block_has_embedding, bool):
+            return (
+                f"'first_block_has_embedding' must be true or false, got {self.first_block_has_embedding!r}"
+            )
+        if self.first_block_has_embedding and (self.residual != "block" or self.readout == "sum"):
+            return "'first_block_has_embedding' needs residual 'block' and a readout other than 'sum'"
+        return None
 
     def _layer_problem(self) -> str | None:
         """The layer choices (norm, activation) and the float fields (eps, dropout)."""

@@ -11,6 +11,10 @@ weights and sources. Codes:
   alpha-sum            error    depth weights that do not sum to 1 on the probe prompt
   embedding-twice      error    a source that is the embedding again (cumulative states + embedding)
   value-spike          warning  a site whose weight sits on a source far larger than the others
+  convention           info     a convention of the checkpoint's own project (a fixed readout, the
+                                embedding counted in b_0 and block 1, S counted in Transformer
+                                layers, ...): what it is, not a problem; the checks it would trip
+                                (missing-readout, embedding-twice, alpha-sum at a "sum" readout) skip it
 """
 
 from __future__ import annotations
@@ -53,7 +57,7 @@ def lint_model(model: Model, prompt_ids: list[int] | torch.Tensor | None = None)
     """
     findings = _nonfinite(model)
     if model.config.residual != "prenorm":
-        findings += _zero_queries(model) + _readout(model) + _block_size_unit(model)
+        findings += _conventions(model) + _zero_queries(model) + _readout(model) + _block_size_unit(model)
         if not any(f.code == "nonfinite" for f in findings):  # NaN would make the probe meaningless
             findings += _probe(model, prompt_ids)
     return sorted(findings, key=lambda f: SEVERITIES.index(f.severity))
@@ -68,7 +72,28 @@ def _nonfinite(model: Model) -> list[Finding]:
 
 
 def _queries(model: Model) -> list[torch.Tensor]:
-    return [model.site(l).query for l in range(1, model.config.n_sublayers + 2)]
+    """The learned queries: sites 1..L, and L+1 unless the readout is a peer's fixed mix."""
+    last = model.config.n_sublayers + (2 if model.config.readout == "attnres" else 1)
+    return [model.site(l).query for l in range(1, last)]
+
+
+def _conventions(model: Model) -> list[Finding]:
+    """The checkpoint's own conventions (docs/formats.md), reported as facts about it."""
+    report, cfg = model.import_report, model.config
+    if report is not None and report.format != "attnres-lens" and report.conventions:
+        return [
+            Finding("info", "convention", f"{report.format} convention, {name}: {value}.")
+            for name, value in report.conventions
+        ]
+    found = []
+    if cfg.readout != "attnres":
+        what = {"none": "the last block's sum", "sum": "v_1 + .. + v_L"}[cfg.readout]
+        found.append(
+            Finding("info", "convention", f"no learned readout: h_(L+1) is {what} (readout={cfg.readout!r}).")
+        )
+    if cfg.first_block_has_embedding:
+        found.append(Finding("info", "convention", "the embedding is counted in b_0 and again in block 1."))
+    return found
 
 
 def _claims_training(model: Model) -> str | None:
@@ -100,6 +125,8 @@ def _zero_queries(model: Model) -> list[Finding]:
 
 def _readout(model: Model) -> list[Finding]:
     report = model.import_report
+    if model.config.readout != "attnres":  # a peer's fixed readout: a convention, not a lost site
+        return []
     if report is not None and any(m.startswith("out_res") for m in report.missing):
         return [Finding("error", "missing-readout", "the checkpoint has no output readout (site L+1).")]
     queries = _queries(model)
@@ -140,10 +167,12 @@ def _probe(model: Model, prompt_ids) -> list[Finding]:
     tokens = torch.as_tensor(prompt_ids, dtype=torch.long, device=device).reshape(1, -1)
     it = model(tokens, return_internals=True, depth_impl="sequential").internals
     findings, rule = [], SourceRule.of(cfg)
-    running = running_block_sums(rule, it.sublayer_outputs)
+    running = running_block_sums(rule, it.sublayer_outputs, it.embedding)
     for l, (weights, labels) in enumerate(zip(it.depth_weights, it.depth_sources, strict=True), start=1):
         sources = source_tensors(rule, l, it.embedding, it.sublayer_outputs, running)
-        findings += _alpha_sum(l, weights) + _embedding_twice(l, labels, sources)
+        if l == rule.readout and rule.readout_coefficients() is not None:
+            continue  # a fixed readout (convention) is no softmax: neither its sum nor its peaks say anything
+        findings += _alpha_sum(l, weights) + _embedding_twice(l, labels, sources, rule)
         findings += _spike(l, weights, sources)
     return findings
 
@@ -156,10 +185,12 @@ def _alpha_sum(l: int, weights: torch.Tensor) -> list[Finding]:
     return [Finding("error", "alpha-sum", message)]
 
 
-def _embedding_twice(l: int, labels: tuple[str, ...], sources: list[torch.Tensor]) -> list[Finding]:
+def _embedding_twice(l: int, labels: tuple[str, ...], sources: list[torch.Tensor], rule) -> list[Finding]:
     emb = sources[0]
     scale = emb.norm().clamp_min(1e-12)
     for label, source in zip(labels[1:], sources[1:], strict=True):
+        if 0 in rule.members(label, l):
+            continue  # the model's own rule puts v_0 in this source (first_block_has_embedding)
         if (source - emb).norm() / scale < 1e-3:
             return [
                 Finding(

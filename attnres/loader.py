@@ -24,10 +24,13 @@ from pathlib import Path
 import torch
 
 from .checkpoint import ARCHIVE_SUFFIXES, CONFIG_FILE, CheckpointError, load_ours, read_json
+from .importers.attnresgpt import import_attnresgpt, is_attnresgpt
 from .importers.fla import import_fla_transformer
 from .importers.gpt2 import import_hf_gpt2, import_nanogpt, is_nanogpt, state_dict_of
 from .importers.llama import LLAMA_TYPES, import_hf_llama
-from .importers.peers import import_repro, is_nanogpt_pr, is_repro, refuse_nanogpt_pr
+from .importers.lr_attnres import is_lr_attnres, refuse_lr_attnres
+from .importers.nanogpt_attnres import import_nanogpt_attnres, is_nanogpt_attnres
+from .importers.peers import import_repro, is_repro
 from .importers.pickles import load_torch_file
 from .model import Model
 
@@ -57,8 +60,10 @@ class Layout:
 
 
 TORCH_LAYOUTS = (
-    Layout("nanogpt-attnres-repro", is_repro, import_repro),
-    Layout("nanoGPT AttnRes PR", is_nanogpt_pr, lambda path, data, allow: refuse_nanogpt_pr(path)),
+    Layout("nanogpt-attnres-repro", is_repro, import_repro),  # and its PreNorm twin
+    Layout("nanoGPT AttnRes PR / nanoAttnRes", is_nanogpt_attnres, import_nanogpt_attnres),
+    Layout("AttnResGPT-next-scale", is_attnresgpt, import_attnresgpt),
+    Layout("LR-AttnRes", is_lr_attnres, refuse_lr_attnres),  # refused, naming the setting
     Layout("nanogpt", is_nanogpt, import_nanogpt),
 )
 

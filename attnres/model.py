@@ -10,6 +10,8 @@ v_0 is the embedding, v_l = f_l(Norm_l(h_l)) the raw output of sublayer l, and h
                 the current block (absent at a block's first layer)
 
 Site L+1 is the output readout: AttnRes models aggregate once more before the final norm.
+Imported peers may fix that mix instead (config.readout "none" / "sum") or start block 1 from the
+embedding (config.first_block_has_embedding); sources.py holds both rules, docs/formats.md who uses them.
 """
 
 from __future__ import annotations
@@ -121,8 +123,8 @@ class Model(nn.Module):
         self.wpe = nn.Embedding(config.block_size, config.d_model) if learned else None
         self.drop = nn.Dropout(config.dropout)
         self.blocks = nn.ModuleList(Block(config) for _ in range(config.n_layer))
-        if config.residual != "prenorm":
-            self.out_res = DepthAttention(config)  # site L+1, the output readout
+        if config.residual != "prenorm" and config.readout == "attnres":
+            self.out_res = DepthAttention(config)  # site L+1, the output readout (a fixed mix has none)
         self.final_norm = make_norm(config)
         self.lm_head = nn.Linear(config.d_model, config.vocab_size, bias=False)
         self.apply(self._init_weights)
@@ -190,6 +192,8 @@ class Model(nn.Module):
         shared_keys = mixer is not None and depth_impl == "two_phase"
         if depth_impl is None:  # DESIGN.md §3: fastest exact path here (evidence: benchmarks/README.md)
             depth_impl = kernels.default_depth_impl(v0, recording=rec is not None)
+        if self.config.readout != "attnres" or self.config.first_block_has_embedding:
+            depth_impl = "sequential"  # peers' conventions: the two-phase and fused paths run ours only
         fused = depth_impl == "fused" and rec is None and kernels.fused_applicable(v0)
         if attnres and mixer is None and fused:  # inference-only kernel path (issue #8)
             h_out = kernels.fused_two_phase(self, v0)
@@ -210,7 +214,8 @@ class Model(nn.Module):
     ) -> Tensor:
         """The equations as written, one site at a time; returns h_{L+1}."""
         cfg, L, rule = self.config, self.config.n_sublayers, SourceRule.of(self.config)
-        completed, partial = [v0], None  # Full: v_0..v_{l-1}; Block: b_0..b_{n-1}
+        completed = [v0]  # Full: v_0..v_{l-1}; Block: b_0..b_{n-1}
+        partial = v0 if rule.first_block_has_embedding else None  # a peer's block 1 starts from v_0
         stream = v0  # PreNorm: h_l = v_0 + sum_{i<l} v_i, kept as a running sum
         # shared_keys (a mixer run with depth_impl="two_phase", e.g. attribution's gated passes): each
         # completed source's unit-RMS key is kept, instead of normalising every source at every site.
@@ -237,15 +242,26 @@ class Model(nn.Module):
     def _mix(self, l: int, sources: list[Tensor], stream: Tensor, mixer: Mixer | None, keys=None):
         if self.config.residual == "prenorm" and mixer is None:
             return stream, None
-        stacked, weights = torch.stack(sources), None  # [K, B, T, d]
-        if keys is not None:  # w . RMSNorm_l(v) = (w * g_l) . v / rms(v), keys = v / rms(v)
+        stacked = torch.stack(sources)  # [K, B, T, d]
+        weights = self._fixed_readout(l, stacked)  # [B, T, K] or None
+        if (
+            weights is None and keys is not None
+        ):  # w . RMSNorm_l(v) = (w * g_l) . v / rms(v), keys = v / rms(v)
             logits = torch.einsum("kbtd,d->btk", torch.stack(keys), self.site(l).folded_query())
             weights = logits.float().softmax(-1).to(stacked.dtype)
-        elif self.config.residual != "prenorm":
+        elif weights is None and self.config.residual != "prenorm":
             weights = self.site(l).weights(stacked)  # [B, T, K]
-            if mixer is None:
-                return torch.einsum("btk,kbtd->btd", weights, stacked), weights
+        if mixer is None:
+            return torch.einsum("btk,kbtd->btd", weights, stacked), weights
         return mixer(l, stacked, weights), weights
+
+    def _fixed_readout(self, l: int, stacked: Tensor) -> Tensor | None:
+        """A peer's readout without a learned query (config.readout "none" / "sum"): its fixed weights
+        [B, T, K] over the blocks (sources.py); None at every other site."""
+        fixed = SourceRule.of(self.config).readout_coefficients()
+        if l <= self.config.n_sublayers or fixed is None:
+            return None
+        return torch.tensor(fixed, dtype=stacked.dtype, device=stacked.device).expand(*stacked.shape[1:3], -1)
 
     def _groups(self) -> list[range]:
         """Sites batched together by the two-phase path: Block's blocks, Full's chunks, readout."""

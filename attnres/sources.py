@@ -11,6 +11,11 @@ labels are fixed by the residual rule:
 Blocks hold S consecutive sublayers (only the last one can be shorter), N = ceil(L / S). Full AttnRes
 is read as blocks of one sublayer each. The model, lint, probes, figures and the lab all ask this
 module; none of them spells the rule again.
+
+Two conventions of imported peers (docs/formats.md) live here too: ``first_block_has_embedding``
+(block 1's partial sum starts from v_0, so site 1 reads ("emb", "partial") and "B1" holds v_0..v_S)
+and the readout's mix, ``readout_mix``: "attnres" (a learned softmax), "none" (the last block alone)
+or "sum" (every block but the embedding, weight 1 each).
 """
 
 from __future__ import annotations
@@ -32,16 +37,26 @@ class SourceRule:
         residual: "prenorm" | "full" | "block".
         n_sublayers: L, the number of sublayers (attention and MLP each count once).
         attnres_block_size: S, sublayers per block; read for "block" only (other rules use 1).
+        first_block_has_embedding: block 1's partial sum starts from v_0 (a peer's convention).
+        readout_mix: how site L+1 mixes its sources: "attnres" | "none" | "sum" (ModelConfig.readout).
     """
 
     residual: str
     n_sublayers: int
     attnres_block_size: int | None = None
+    first_block_has_embedding: bool = False
+    readout_mix: str = "attnres"
 
     @classmethod
     def of(cls, config: ModelConfig) -> SourceRule:
         """The rule of a model config."""
-        return cls(config.residual, config.n_sublayers, config.attnres_block_size)
+        return cls(
+            config.residual,
+            config.n_sublayers,
+            config.attnres_block_size,
+            config.first_block_has_embedding,
+            config.readout,
+        )
 
     @property
     def S(self) -> int:
@@ -76,7 +91,7 @@ class SourceRule:
             return ("emb",) + tuple(f"L{i}" for i in range(1, l))
         if l == self.readout:
             return ("emb",) + tuple(f"B{n}" for n in range(1, self.N + 1))
-        n, first = self.block(l), (l - 1) % self.S == 0
+        n, first = self.block(l), (l - 1) % self.S == 0 and not self._embedding_starts(self.block(l))
         return ("emb",) + tuple(f"B{i}" for i in range(1, n)) + (() if first else ("partial",))
 
     def all_labels(self) -> list[tuple[str, ...]]:
@@ -92,10 +107,29 @@ class SourceRule:
         if label == "emb":
             return range(0, 1)
         if label == "partial":
-            return range(self.block_members(self.block(l)).start, l)
+            n = self.block(l)
+            return range(0 if self._embedding_starts(n) else self.block_members(n).start, l)
         if label[:1] == "B":
-            return self.block_members(int(label[1:]))
+            n = int(label[1:])
+            members = self.block_members(n)
+            return range(0, members.stop) if self._embedding_starts(n) else members
         return range(int(label[1:]), int(label[1:]) + 1)
+
+    def _embedding_starts(self, n: int) -> bool:
+        """Whether block n's sum starts from v_0 (block 1 under first_block_has_embedding)."""
+        return self.first_block_has_embedding and n == 1
+
+    def readout_coefficients(self) -> tuple[float, ...] | None:
+        """The readout's fixed weights over ``readout_labels()``; None when they are learned.
+
+        "none" keeps the last block alone, "sum" adds every block but the embedding (v_1 + .. + v_L).
+        """
+        K = len(self.readout_labels())
+        if self.readout_mix == "none":
+            return (0.0,) * (K - 1) + (1.0,)
+        if self.readout_mix == "sum":
+            return (0.0,) + (1.0,) * (K - 1)
+        return None
 
     def holder(self, i: int, l: int) -> int:
         """Index k in ``labels(l)`` of the source of site l that contains output v_i (i < l)."""
@@ -106,15 +140,18 @@ class SourceRule:
         return self.members(label, l)[-1]
 
 
-def running_block_sums(rule: SourceRule, sublayer_outputs: list[Tensor]) -> list[Tensor]:
+def running_block_sums(rule: SourceRule, sublayer_outputs: list[Tensor], embedding=None) -> list[Tensor]:
     """running[i-1] = v_{first of i's block} + .. + v_i, added in the model's own order.
 
     So ``running[l-2]`` is site l's "partial" source and ``running[last of block n - 1]`` is b_n, each
-    bit-identical to what the model mixed. For rules without blocks, the outputs themselves.
+    bit-identical to what the model mixed. For rules without blocks, the outputs themselves. Under
+    ``first_block_has_embedding`` block 1's sums start from ``embedding`` (v_0), which is then needed.
     """
     if rule.residual != "block":
         return list(sublayer_outputs)
-    running, partial = [], None
+    if rule.first_block_has_embedding and embedding is None:
+        raise ValueError("first_block_has_embedding: block 1's running sums start from the embedding")
+    running, partial = [], embedding if rule.first_block_has_embedding else None
     for i, v in enumerate(sublayer_outputs, start=1):
         partial = v if partial is None else partial + v
         running.append(partial)
@@ -133,12 +170,15 @@ def source_tensors(
         l: the site, 1..L+1.
         embedding: v_0 [B, T, d].
         sublayer_outputs: v_1..v_L, each [B, T, d].
-        running: ``running_block_sums(rule, sublayer_outputs)`` when the caller keeps it.
+        running: ``running_block_sums(rule, sublayer_outputs, embedding)`` when the caller keeps it.
 
     Returns:
         K_l tensors [B, T, d] in the order of ``rule.labels(l)``.
     """
-    running = running_block_sums(rule, sublayer_outputs) if running is None else running
+    running = running_block_sums(rule, sublayer_outputs, embedding) if running is None else running
     return [
-        embedding if label == "emb" else running[rule.last_member(label, l) - 1] for label in rule.labels(l)
+        embedding
+        if label == "emb" or rule.last_member(label, l) == 0
+        else running[rule.last_member(label, l) - 1]
+        for label in rule.labels(l)
     ]

@@ -146,7 +146,7 @@ class Trace:
 
     def running_block_sums(self) -> list[Tensor]:
         """running[i-1] = sum of the outputs of layer i's depth block up to and including v_i."""
-        return running_block_sums(self.source_rule, self.sublayer_outputs)
+        return running_block_sums(self.source_rule, self.sublayer_outputs, self.embedding)
 
 
 @torch.no_grad()

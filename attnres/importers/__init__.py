@@ -4,8 +4,10 @@ One module per family, each a reader the loader's tables point to (``attnres.loa
 order, which layout goes where):
 
   gpt2.py      nanoGPT ``ckpt.pt`` and Hugging Face GPT-2 directories
-  peers.py     AttnRes checkpoints of public implementations (tokenbender/nanogpt-attnres-repro;
-               the nanoGPT AttnRes PR layout is refused)
+  peers.py     tokenbender/nanogpt-attnres-repro (AttnRes and its PreNorm twin)
+  nanogpt_attnres.py  the nanoGPT AttnRes PR layout and limei1221/nanoAttnRes
+  attnresgpt.py       AtinChing/AttnResGPT-next-scale step_*.pt with its config.snapshot.yaml
+  lr_attnres.py       jon123boss/LR-AttnRes: recognised and refused, naming the setting
   mapping.py   the regex tables that rename foreign keys to ours
   pickles.py   the only two ways a pickle is read (``torch.load(weights_only=True)``, ``meta.pkl``)
   vocab.py     the tokenizer, looked for where each project keeps it

@@ -6,11 +6,13 @@ whose residual is replaced by one ``DepthSoftmaxMixer``: ``attnres_mixer.mixer.q
 ``attnres_mixer.mixer.key_norms.{k}.weight`` (RMSNorm with gain, eps ``attnres_eps`` = 1e-8).
 Its sources and block rule (S in sublayers, embedding = b_0, block sums, partial, readout over
 all blocks) are ours, so only the key-norm eps needs ``ModelConfig.depth_norm_eps``.
+Its PreNorm twin (``attnres_variant: none``, ``hc_disable: true``) wraps each branch in a plain
+residual, registering ``ln_1``/``attn``/``ln_2``/``mlp`` again under ``attn_branch.*``,
+``hc_attn.branch.*`` and ``hc_mlp.branch.{0,1}.*``; it imports as a PreNorm GPT-2.
 """
 
 from __future__ import annotations
 
-import re
 from pathlib import Path
 
 import torch
@@ -20,7 +22,6 @@ from .gpt2 import finish, model_args_of, state_dict_of, steps_of, tie_head, toke
 from .mapping import GPT2_IGNORED, Rule, apply_rules, gpt2_rules, site_key
 
 REPRO_QUERIES = "attnres_mixer.mixer.queries"
-PR_KEY = re.compile(r"transformer\.h\.\d+\.(attn|mlp)_res_(proj|norm)\.weight")
 
 REPRO_RULES = gpt2_rules(conv1d=False) + (
     # AttnResBlock registers ln_1 and attn a second time inside attn_branch: same tensors.
@@ -28,6 +29,14 @@ REPRO_RULES = gpt2_rules(conv1d=False) + (
     Rule(
         r"transformer\.h\.(\d+)\.attn_branch\.attn\.(c_attn|c_proj)\.(weight|bias)", r"blocks.\1.attn.\2.\3"
     ),
+    # The PreNorm twin's plain residual wrappers (hc_disable=True): the same tensors again.
+    Rule(r"transformer\.h\.(\d+)\.hc_attn\.branch\.norm\.(weight|bias)", r"blocks.\1.attn_norm.\2"),
+    Rule(
+        r"transformer\.h\.(\d+)\.hc_attn\.branch\.attn\.(c_attn|c_proj)\.(weight|bias)",
+        r"blocks.\1.attn.\2.\3",
+    ),
+    Rule(r"transformer\.h\.(\d+)\.hc_mlp\.branch\.0\.(weight|bias)", r"blocks.\1.mlp_norm.\2"),
+    Rule(r"transformer\.h\.(\d+)\.hc_mlp\.branch\.1\.(c_fc|c_proj)\.(weight|bias)", r"blocks.\1.mlp.\2.\3"),
     Rule(r"attnres_mixer\.mixer\.queries\[(\d+)\]", lambda m, n: site_key(int(m[1]), n) + ".query"),
     Rule(
         r"attnres_mixer\.mixer\.key_norms\.(\d+)\.weight",
@@ -46,19 +55,8 @@ REPRO_CONVENTIONS = (
 
 
 def is_repro(state: dict) -> bool:
-    return REPRO_QUERIES in state
-
-
-def is_nanogpt_pr(state: dict) -> bool:
-    return any(PR_KEY.fullmatch(k) for k in state)
-
-
-def refuse_nanogpt_pr(path: Path) -> None:
-    raise CheckpointError(
-        f"{path} uses the nanoGPT AttnRes PR layout (transformer.h.{{i}}.attn_res_proj / mlp_res_proj, "
-        "karpathy/nanoGPT#697) whose source could not be read to confirm its final readout, key-norm eps "
-        "and block-size unit; it is refused rather than guessed (see docs/formats.md)."
-    )
+    """The repro's AttnRes mixer, or its PreNorm twin's branch aliases (``attn_branch``, ``hc_attn``)."""
+    return REPRO_QUERIES in state or "transformer.h.0.attn_branch.norm.weight" in state
 
 
 def _split_queries(state: dict, n_layer: int, path: Path) -> dict:
@@ -70,44 +68,59 @@ def _split_queries(state: dict, n_layer: int, path: Path) -> dict:
     return rest | {f"{REPRO_QUERIES}[{k}]": queries[k].clone() for k in range(queries.shape[0])}
 
 
-def _repro_fields(args: dict, path: Path) -> dict:
+def _repro_fields(args: dict, path: Path, has_queries: bool) -> dict:
     """ModelConfig fields from the repro's GPTConfig.__dict__ (saved under 'config')."""
     variant = args.get("attnres_variant", "none")
-    if variant not in ("full", "block"):
+    if variant not in ("none", "full", "block") or (variant == "none") == has_queries:
+        expected = "'full' or 'block'" if has_queries else "'none' (no attnres_mixer weights)"
         raise CheckpointError(
-            f"{path}: attnres_variant {variant!r} with AttnRes weights; expected 'full' or 'block'."
+            f"{path}: attnres_variant {variant!r} does not fit its weights; expected {expected}."
         )
     for flag in ("v_residual", "mhc"):
         if args.get(flag):
             raise CheckpointError(
                 f"{path}: {flag}=True (value residual / mHC) is not supported; only plain AttnRes."
             )
+    if variant == "none" and args.get("hc_disable") is not True:
+        raise CheckpointError(
+            f"{path}: hc_disable={args.get('hc_disable')!r} means hyper-connections with "
+            f"{args.get('hc_num_streams', 1)} stream(s), which are not supported; "
+            "only hc_disable=True (PreNorm)."
+        )
+    residual = "prenorm" if variant == "none" else variant
     return dict(
         vocab_size=args["vocab_size"],
         block_size=args["block_size"],
         n_layer=args["n_layer"],
         n_head=args["n_head"],
         d_model=args["n_embd"],
-        residual=variant,
+        residual=residual,
         attnres_block_size=args.get("attnres_block_size", 1) if variant == "block" else None,
         norm="layernorm",
         norm_eps=1e-5,
         bias=bool(args.get("bias", True)),
         activation="gelu",
-        depth_norm_eps=float(args.get("attnres_eps", 1e-8)),
+        depth_norm_eps=float(args.get("attnres_eps", 1e-8)) if has_queries else None,
     )
 
 
 def import_repro(path: Path, data: dict, allow_nonfinite: bool):
     """tokenbender/nanogpt-attnres-repro ``ckpt.pt`` ({"model", "config", "iter_num", ...})."""
     args = model_args_of(data, path, key="config" if "config" in data else "model_args")
-    fields = _repro_fields(args, path)
-    state = _split_queries(state_dict_of(data, path), fields["n_layer"], path)
+    state = state_dict_of(data, path)
+    has_queries = REPRO_QUERIES in state
+    fields = _repro_fields(args, path, has_queries)
+    if has_queries:
+        state = _split_queries(state, fields["n_layer"], path)
     ours, mapped, ignored = apply_rules(state, REPRO_RULES, GPT2_IGNORED, path, fields["n_layer"])
     tied, tied_keys = tie_head(ours, None, path)
     notes: list[str] = []
     tokenizer = tokenizer_beside(path.parent, notes, data, fields["vocab_size"])
-    conventions = REPRO_CONVENTIONS + (("attnres_eps (this file)", f"{fields['depth_norm_eps']:g}"),)
+    conventions = (
+        REPRO_CONVENTIONS + (("attnres_eps (this file)", f"{fields['depth_norm_eps']:g}"),)
+        if has_queries
+        else (("residual", "PreNorm twin (attnres_variant 'none', hc_disable=True)"),)
+    )
     report = dict(
         format="nanogpt-attnres-repro",
         mapped=mapped,

@@ -2,6 +2,8 @@
 
 - ``torch.load(..., weights_only=True)``: torch's restricted unpickler (tensors and plain
   containers only); anything else in the file makes it raise, and we re-raise CheckpointError.
+  A file whose only other globals are plain numpy arrays (a training run's saved numpy RNG state)
+  is read with exactly those allow-listed (``torch.serialization.safe_globals``), nothing more.
 - nanoGPT's char-level ``meta.pkl``: our own Unpickler whose ``find_class`` refuses every global,
   so only the pickle opcodes for dicts, lists, strings and numbers can run; the result is then
   checked to hold nothing but dicts, lists, strings and ints.
@@ -26,16 +28,55 @@ def _refusal_reason(exc: Exception) -> str:
     """Our own words for why torch's restricted unpickler refused a file (torch's text advises an
     unsafe retry, which we never want to pass on)."""
     text = str(exc)
-    found = re.search(r"GLOBAL ([\w.]+)", text)
+    found = re.search(r"GLOBAL ([\w.]+)", text) or re.search(r"but got <class '([\w.]+)'>", text)
     if found:
         return f"it refers to the Python object {found.group(1)}"
     return "it is not a readable torch checkpoint: corrupt, truncated or another kind of file"
 
 
+# numpy dtypes of plain numbers: the classes an unpickled numpy array's dtype may have (no object dtype).
+NUMPY_NUMBER_DTYPES = tuple(
+    f"{kind}{bits}DType"
+    for kind, sizes in (("Int", (8, 16, 32, 64)), ("UInt", (8, 16, 32, 64)), ("Float", (16, 32, 64)))
+    for bits in sizes
+) + ("BoolDType",)
+
+
+def _numpy_array_globals() -> tuple[dict[str, object], list]:
+    """The globals a pickled plain numpy array refers to, by the names files use (numpy 1 and 2),
+    and the dtype classes its dtype may be built as."""
+    import numpy as np  # noqa: PLC0415 (only for files that hold numpy arrays)
+
+    core = np._core if hasattr(np, "_core") else np.core
+    names = {
+        "numpy.ndarray": np.ndarray,
+        "numpy.dtype": np.dtype,
+        "numpy._core.multiarray._reconstruct": core.multiarray._reconstruct,
+        "numpy.core.multiarray._reconstruct": core.multiarray._reconstruct,
+    }
+    dtypes = getattr(np, "dtypes", None)
+    classes = [getattr(dtypes, name) for name in NUMPY_NUMBER_DTYPES if hasattr(dtypes, name)]
+    return names, classes
+
+
+def _load_weights_only(path: Path):
+    """torch.load(weights_only=True), with plain numpy arrays allow-listed when those are the
+    only other globals in the file (checked before anything is unpickled)."""
+    try:
+        return torch.load(path, map_location="cpu", weights_only=True)
+    except pickle.UnpicklingError:
+        names, dtype_classes = _numpy_array_globals()
+        needed = torch.serialization.get_unsafe_globals_in_checkpoint(path)
+        if not needed or any(name not in names for name in needed):
+            raise
+        with torch.serialization.safe_globals([(names[name], name) for name in needed] + dtype_classes):
+            return torch.load(path, map_location="cpu", weights_only=True)
+
+
 def load_torch_file(path: Path) -> dict:
     """Reads a torch-pickled checkpoint with weights_only=True; it must hold a dict."""
     try:
-        data = torch.load(path, map_location="cpu", weights_only=True)
+        data = _load_weights_only(path)
     except Exception as exc:  # UnpicklingError, RuntimeError, EOFError, ... all mean "refused"
         raise CheckpointError(
             f"{path} was refused by the safe loader ({_refusal_reason(exc)}); "

@@ -323,29 +323,6 @@ def test_repro_queries_of_wrong_shape_are_refused(tmp_path):
         load_model(tmp_path / "ckpt.pt")
 
 
-def test_nanogpt_attnres_pr_layout_is_refused_with_the_reason(tmp_path):
-    original = attnres_model("block", 2)
-    state = {k: v for k, v in ours_as_nanogpt(original).items() if "_res." not in k}
-    for i in range(original.config.n_layer):
-        for kind in ("attn", "mlp"):
-            site = getattr(original.blocks[i], f"{kind}_res")
-            state[f"transformer.h.{i}.{kind}_res_proj.weight"] = site.query.detach()[None, :]  # [1, d]
-            state[f"transformer.h.{i}.{kind}_res_norm.weight"] = site.norm.weight.detach().clone()
-    args = dict(
-        n_layer=3,
-        n_head=4,
-        n_embd=32,
-        block_size=64,
-        bias=True,
-        vocab_size=VOCAB,
-        attn_res=True,
-        attn_res_block_size=2,
-    )
-    torch.save({"model": state, "model_args": args}, tmp_path / "ckpt.pt")
-    with pytest.raises(CheckpointError, match=r"ckpt\.pt uses the nanoGPT AttnRes PR layout.*final readout"):
-        load_model(tmp_path / "ckpt.pt")
-
-
 # ---- bad inputs -----------------------------------------------------------------------------
 class _Payload:
     """Unpickling this would create a file (open(path, "w")): the test checks that it never does."""
