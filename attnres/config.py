@@ -26,6 +26,7 @@ BLOCK_FAMILIES = {
     "gpt": {},
     "llama": {"position": "rope", "mlp": "gated", "activation": "silu"},
 }
+BLOCK_NAMES = {"gpt": "GPT", "llama": "Llama-style (RoPE, SwiGLU)"}  # what a person reads
 READOUTS = ("attnres", "none", "sum")
 
 # Bounds that keep a hostile config.json from allocating the machine away.

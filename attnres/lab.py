@@ -28,6 +28,7 @@ import numpy as np
 import torch
 
 from .checkpoint import save_model
+from .config import BLOCK_FAMILIES
 from .data import BatchSampler, heldout_loss, load_corpus
 from .device import select_device
 from .lab_limits import PRESETS, LabError, Preset, check_fits
@@ -98,6 +99,7 @@ class TwinRun:
         preset: Preset,
         rule: str = "block",
         attnres_block_size: int | None = 2,
+        block: str = "gpt",
         device: str = "auto",
         seed: int = 1337,
         max_steps: int | None = None,
@@ -110,6 +112,7 @@ class TwinRun:
             preset: sizes and budget (``PRESETS``).
             rule: the AttnRes twin's rule, "full" or "block".
             attnres_block_size: S, sublayers per block (block only).
+            block: both twins' block family, "gpt" or "llama" (``config.BLOCK_FAMILIES``).
             device: "cpu", "cuda", "mps" or "auto" (the best available).
             seed: weights of both twins and the data order.
             max_steps: step budget (default: the preset's).
@@ -123,9 +126,11 @@ class TwinRun:
             raise LabError(f"The AttnRes twin's rule must be 'full' or 'block', not {rule!r}.")
         if rule == "block" and (attnres_block_size is None or attnres_block_size < 1):
             raise LabError("Block AttnRes needs a block size S of at least 1 sublayer.")
-        self.preset, self.rule, self.seed = preset, rule, seed
+        if block not in BLOCK_FAMILIES:
+            raise LabError(f"The block must be one of {', '.join(BLOCK_FAMILIES)}, not {block!r}.")
+        self.preset, self.rule, self.seed, self.block = preset, rule, seed, block
         self.device = select_device(device)
-        self.notes = check_fits(preset, self.device, rule, attnres_block_size)
+        self.notes = check_fits(preset, self.device, rule, attnres_block_size, block=block)
         self.max_steps = max_steps or preset.steps
         self.max_seconds = max_seconds or preset.max_seconds
         corpus = _corpus()
@@ -156,6 +161,7 @@ class TwinRun:
             out=f"lab-{residual}",
             residual=residual,
             attnres_block_size=block_size_s if residual == "block" else None,
+            block=self.block,
             n_layer=p.n_layer,
             n_head=p.n_head,
             d_model=p.d_model,
@@ -325,7 +331,12 @@ class TwinRun:
         args = replace(self.args[which], out=str(directory))
         summary = self._summary(which, model, state)
         extra = {"training": {k: v for k, v in summary.items() if k != "command"}}
-        extra["training"]["lab"] = {"preset": self.preset.name, "twin": which, "rule": self.rule}
+        extra["training"]["lab"] = {
+            "preset": self.preset.name,
+            "twin": which,
+            "rule": self.rule,
+            "block": self.block,
+        }
         return save_model(model, directory, card=model_card(args, summary), extra_config=extra)
 
     def _summary(self, which: str, model, state: LabState) -> dict:
@@ -333,7 +344,7 @@ class TwinRun:
         args = self.args["attnres"]
         command = (
             'python -c "from attnres.lab import PRESETS, TwinRun; '
-            f"run = TwinRun(PRESETS[{self.preset.name!r}], rule={self.rule!r}, "
+            f"run = TwinRun(PRESETS[{self.preset.name!r}], rule={self.rule!r}, block={self.block!r}, "
             f"attnres_block_size={args.attnres_block_size}, device={self.device.type!r}, "
             f"seed={self.seed}, max_steps={max(state.step, 1)}, max_seconds=1e9); "
             f"run.wait(); run.save({which!r}, 'out')\""

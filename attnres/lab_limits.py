@@ -12,7 +12,7 @@ from dataclasses import dataclass
 
 import torch
 
-from .config import ModelConfig
+from .config import BLOCK_FAMILIES, ModelConfig
 from .model import empty_model
 from .sources import SourceRule
 
@@ -61,9 +61,12 @@ PRESETS = {
 }  # fmt: skip
 
 
-def count_params(preset: Preset, rule: str = "full", attnres_block_size: int | None = None) -> int:
+def count_params(
+    preset: Preset, rule: str = "full", attnres_block_size: int | None = None, block: str = "gpt"
+) -> int:
     """Exact parameter count of one twin, from a model built on the meta device (no memory)."""
     config = ModelConfig(
+        **BLOCK_FAMILIES[block],
         vocab_size=VOCAB,
         block_size=preset.block_size,
         n_layer=preset.n_layer,
@@ -88,10 +91,14 @@ def _sources(L: int, rule: str, attnres_block_size: int | None) -> int:
     return sum(len(sources.labels(l)) for l in range(1, L + 2))
 
 
-def estimate_memory(preset: Preset, rule: str = "full", attnres_block_size: int | None = None) -> int:
+def estimate_memory(
+    preset: Preset, rule: str = "full", attnres_block_size: int | None = None, block: str = "gpt"
+) -> int:
     """Bytes needed to train the PreNorm twin and its ``rule`` twin side by side (an over-estimate)."""
     L, d, T = 2 * preset.n_layer, preset.d_model, preset.block_size
-    params = count_params(preset, "prenorm") + count_params(preset, rule, attnres_block_size)
+    params = count_params(preset, "prenorm", block=block) + count_params(
+        preset, rule, attnres_block_size, block
+    )
     states = 4 * 4 * params  # fp32 weights, gradients, AdamW exp_avg and exp_avg_sq
     per_token = L * 12 * d + preset.n_layer * preset.n_head * T * 2  # sublayers + attention maps
     per_token += 2 * _sources(L, rule, attnres_block_size) * d + 3 * VOCAB  # depth sources, logits
@@ -119,6 +126,7 @@ def check_fits(
     rule: str = "full",
     attnres_block_size: int | None = None,
     available: int | None = None,
+    block: str = "gpt",
 ) -> list[str]:
     """Refuses a preset too big for ``device``; returns notes worth showing (e.g. slow on CPU).
 
@@ -128,12 +136,13 @@ def check_fits(
         rule: the AttnRes twin's rule ("full" or "block").
         attnres_block_size: S for block.
         available: bytes free (default: measured by ``available_memory``).
+        block: the twins' block family (``config.BLOCK_FAMILIES``).
 
     Raises:
         LabError: the estimate exceeds what the device has free.
     """
     device = torch.device(device)
-    need = estimate_memory(preset, rule, attnres_block_size)
+    need = estimate_memory(preset, rule, attnres_block_size, block)
     have = available_memory(device) if available is None else available
     if need > have:
         raise LabError(

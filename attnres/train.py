@@ -33,7 +33,7 @@ import torch
 import torch.distributed as dist
 
 from .checkpoint import save_model
-from .config import ModelConfig
+from .config import BLOCK_FAMILIES, BLOCK_NAMES, ModelConfig
 from .data import BatchSampler, heldout_loss, load_corpus
 from .device import select_device
 from .model import Model
@@ -44,6 +44,9 @@ class TrainArgs:
     out: str
     residual: str = "prenorm"
     attnres_block_size: int | None = None
+    block: str = "gpt"  # config.BLOCK_FAMILIES: "gpt" (learned positions, GELU) | "llama" (RoPE, SwiGLU)
+    n_kv_head: int | None = None  # key/value heads (grouped-query attention); None = n_head
+    qk_norm: bool = False  # per-head RMSNorm on q and k (as Qwen3)
     n_layer: int = 8
     n_head: int = 4
     d_model: int = 96
@@ -77,8 +80,10 @@ def parse_args(argv=None) -> TrainArgs:
         flag = "--" + name.replace("_", "-")
         if isinstance(value, bool):
             parser.add_argument(flag, action=argparse.BooleanOptionalAction, default=value)
-        elif name == "attnres_block_size":
+        elif name in ("attnres_block_size", "n_kv_head"):
             parser.add_argument(flag, type=int, default=None)
+        elif name == "block":
+            parser.add_argument(flag, choices=list(BLOCK_FAMILIES), default=value)
         else:
             parser.add_argument(flag, type=type(value), default=value, required=name == "out")
     return TrainArgs(**vars(parser.parse_args(argv)))
@@ -122,7 +127,12 @@ def block_grad_norms(model: Model) -> list[float]:
 
 def build_model(args: TrainArgs, tokenizer) -> Model:
     """A fresh CPU model for args; the weights depend on args.seed alone (same seed, same init)."""
+    if args.block not in BLOCK_FAMILIES:
+        raise ValueError(f"block must be one of {', '.join(BLOCK_FAMILIES)}, got {args.block!r}")
     config = ModelConfig(
+        **BLOCK_FAMILIES[args.block],
+        n_kv_head=args.n_kv_head,
+        qk_norm=args.qk_norm,
         vocab_size=len(tokenizer),
         block_size=args.block_size,
         n_layer=args.n_layer,
@@ -202,9 +212,9 @@ def model_card(args: TrainArgs, summary: dict) -> str:
     rows = "\n".join(f"| {k} | {v} |" for k, v in summary.items() if k != "command")
     return f"""# {Path(args.out).name}: {rule}
 
-A character-level GPT ({args.n_layer} Transformer blocks = {2 * args.n_layer} sublayers,
-d_model {args.d_model}, {args.n_head} heads, context {args.block_size}) trained on 38 public-domain
-works of Shakespeare.
+A character-level {BLOCK_NAMES[args.block]} model ({args.n_layer} Transformer blocks =
+{2 * args.n_layer} sublayers, d_model {args.d_model}, {args.n_head} heads, context {args.block_size})
+trained on 38 public-domain works of Shakespeare.
 
 | | |
 | --- | --- |

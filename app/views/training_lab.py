@@ -13,6 +13,7 @@ from app import state
 from app.charts import chart
 from app.common import header, plain
 from app.models import REPO_ROOT, ModelEntry, add_user_model, choices, display_name, path_key
+from attnres.config import BLOCK_NAMES
 from attnres.device import available_devices, select_device
 from attnres.lab import PRESETS, PROBE_TEXT, TWINS, LabError, TwinRun
 
@@ -21,6 +22,7 @@ REFUSED = "lab_refused"  # session-state: why the last Train press was refused
 PROBED = "lab_probed"  # session-state: (run id, step, depth weights, stream norms) last shown
 RUNS_DIR = REPO_ROOT / "runs"  # saved twins go to runs/<folder name>/
 RULES = {"Block AttnRes": "block", "Full AttnRes": "full"}
+BLOCKS = {name: family for family, name in BLOCK_NAMES.items()}  # label -> config.BLOCK_FAMILIES key
 
 
 def folder_name(raw: str) -> str | None:
@@ -30,9 +32,9 @@ def folder_name(raw: str) -> str | None:
 
 
 def controls() -> dict:
-    """Preset, rule, S and device selectors (kept across pages and in the URL)."""
+    """Preset, rule, S, block and device selectors (kept across pages and in the URL)."""
     presets, devices = list(PRESETS), available_devices()
-    cols = st.columns(4)
+    cols = st.columns(5)
     state.init("lab_preset", presets[0], state.choice_of(presets))
     cols[0].selectbox("Preset", presets, key="lab_preset")
     state.init("lab_rule", "Block AttnRes", state.choice_of(list(RULES)))
@@ -41,13 +43,16 @@ def controls() -> dict:
     state.init("lab_s", 2, lambda v: isinstance(v, int) and 1 <= v <= sublayers, parse=int)
     block = RULES[st.session_state["lab_rule"]] == "block"
     cols[2].number_input("S (sublayers per block)", 1, sublayers, key="lab_s", disabled=not block)
+    state.init("lab_block", list(BLOCKS)[0], state.choice_of(list(BLOCKS)))
+    cols[3].selectbox("Block", list(BLOCKS), key="lab_block", help="Both twins use this block.")
     state.init("lab_device", select_device().type, state.choice_of(devices))
-    cols[3].selectbox("Device", devices, key="lab_device")
-    state.keep("lab_preset", "lab_rule", "lab_s", "lab_device")
+    cols[4].selectbox("Device", devices, key="lab_device")
+    state.keep("lab_preset", "lab_rule", "lab_s", "lab_block", "lab_device")
     return {
         "preset": PRESETS[st.session_state["lab_preset"]],
         "rule": RULES[st.session_state["lab_rule"]],
         "attnres_block_size": int(st.session_state["lab_s"]) if block else None,
+        "block": BLOCKS[st.session_state["lab_block"]],
         "device": st.session_state["lab_device"],
     }
 

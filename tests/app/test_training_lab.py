@@ -70,3 +70,13 @@ def test_save_sanitises_the_name_and_offers_the_model(ui, lab):
         assert any("already exists" in box.value for box in lab.warning)
     finally:
         shutil.rmtree(target, ignore_errors=True)
+
+
+def test_llama_style_block_is_offered_for_both_twins(ui, lab):
+    lab.selectbox(key="lab_block").set_value("Llama-style (RoPE, SwiGLU)").run()
+    lab.button(key="lab_train").click().run()
+    ui.no_failures(lab)
+    run = lab.session_state["lab_run"]
+    lab.button(key="lab_stop").click().run()
+    ui.no_failures(lab)
+    assert run.block == "llama" and all(m.config.position == "rope" for m in run.models.values())

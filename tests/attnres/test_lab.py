@@ -131,3 +131,20 @@ def test_departure_from_uniform_by_hand():
     moved = uniform.copy()
     moved[2] = [0.5, 0.3, 0.2]
     assert departure(moved) == pytest.approx(0.5 - 1 / 3)
+
+
+def test_llama_style_twins_train_and_save(tmp_path):
+    run = TwinRun(
+        TINY, rule="block", attnres_block_size=2, block="llama", device="cpu", max_steps=3, max_seconds=60
+    )
+    state = run.wait(60)
+    assert state.status == "finished" and state.step == 3
+    assert all(np.isfinite(state.losses[twin]).all() for twin in TWINS)
+    assert all(m.config.position == "rope" and m.config.mlp == "gated" for m in run.models.values())
+    saved = load_model(run.save("attnres", tmp_path / "llama-block"))
+    ids = torch.tensor([saved.tokenizer.encode(PROBE_TEXT)[:32]])
+    with torch.no_grad():
+        assert torch.equal(saved(ids).logits, run.models["attnres"].eval()(ids).logits)
+    assert "block='llama'" in (tmp_path / "llama-block" / "README.md").read_text()
+    with pytest.raises(LabError, match="block must be one of gpt, llama"):
+        TwinRun(TINY, block="mamba", device="cpu", start=False)

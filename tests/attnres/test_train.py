@@ -11,7 +11,7 @@ from pathlib import Path
 import pytest
 import torch
 
-from attnres import load_model
+from attnres import load_model, save_model
 from attnres.train import TrainArgs, lr_at, parse_args, train
 
 ROOT = Path(__file__).resolve().parents[2]
@@ -75,6 +75,32 @@ def test_tiny_run_learns_and_writes_checkpoints(tmp_path):
     assert snap.blocks[0].attn_res.query.abs().sum() == 0
     card = (tmp_path / "m" / "README.md").read_text()
     assert f"| final validation loss | {summary['final validation loss']} |" in card
+
+
+@pytest.mark.parametrize("rule", ["prenorm", "block"])
+def test_llama_style_run_learns_and_round_trips_bit_for_bit(tmp_path, rule):
+    extra = ["--attnres-block-size", "2"] if rule == "block" else []
+    llama = ["--block", "llama", "--n-kv-head", "1", "--qk-norm", "--warmup", "10"]
+    args = parse_args(["--out", str(tmp_path / "m"), "--residual", rule, *llama, "--steps", "30",
+                       "--eval-every", "30", "--lr", "1e-2", *extra, *TINY])  # fmt: skip
+    train(args)
+    rows = list(csv.DictReader(open(tmp_path / "m" / "train_log.csv")))
+    assert float(rows[-1]["train_loss"]) < float(rows[0]["train_loss"]) - 0.5
+    model = load_model(tmp_path / "m")
+    cfg = model.config
+    assert (cfg.position, cfg.mlp, cfg.activation, cfg.kv_heads, cfg.qk_norm) == (
+        "rope",
+        "gated",
+        "silu",
+        1,
+        True,
+    )
+    assert model.wpe is None and "Llama-style" in (tmp_path / "m" / "README.md").read_text()
+    save_model(model, tmp_path / "again")
+    again = load_model(tmp_path / "again")
+    ids = torch.tensor([model.tokenizer.encode("To be, or not to be")])
+    assert torch.equal(again(ids).logits, model(ids).logits)
+    assert all(torch.equal(t, again.state_dict()[k]) for k, t in model.state_dict().items())
 
 
 def test_same_seed_same_data_order_across_rules(tmp_path):
