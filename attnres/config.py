@@ -83,7 +83,9 @@ class ModelConfig:
     readout: str = "attnres"  # h_{L+1}: "attnres" = a learned depth softmax (site L+1, ours) | "none" =
     #   the last block's sum (nanoGPT AttnRes PR, nanoAttnRes) | "sum" = v_1 + .. + v_L (jibran's)
     first_block_has_embedding: bool = False  # block 1's partial sum starts from v_0, so v_0 is counted
-    #   in b_0 and in b_1 (nanoGPT AttnRes PR); Block only
+    #   in b_0 and in b_1 (nanoGPT AttnRes PR, qwen3_attnres); Block only
+    depth_recency_bias: bool = False  # every site adds a learned scalar to its newest source's logit
+    #   (qwen3_attnres's attn_res_bias / mlp_res_bias / final_res_bias)
 
     def __post_init__(self):
         problem = self.problem()
@@ -119,6 +121,12 @@ class ModelConfig:
         if not isinstance(self.first_block_has_embedding, bool):
             return (
                 f"'first_block_has_embedding' must be true or false, got {self.first_block_has_embedding!r}"
+            )
+        if not isinstance(self.depth_recency_bias, bool) or (
+            self.depth_recency_bias and self.residual == "prenorm"
+        ):
+            return (
+                f"'depth_recency_bias' must be true (AttnRes only) or false, got {self.depth_recency_bias!r}"
             )
         if self.first_block_has_embedding and (self.residual != "block" or self.readout == "sum"):
             return "'first_block_has_embedding' needs residual 'block' and a readout other than 'sum'"

@@ -107,11 +107,19 @@ class DepthAttention(nn.Module):
         self.query = nn.Parameter(torch.zeros(config.d_model))
         # key_norm_eps == norm_eps unless an imported peer used its own (config.depth_norm_eps)
         self.norm = RMSNorm(config.d_model, eps=config.key_norm_eps)
+        if config.depth_recency_bias:  # qwen3_attnres: a learned scalar on the newest source's logit
+            self.recency_bias = nn.Parameter(torch.zeros(()))
 
     def weights(self, sources: Tensor) -> Tensor:
         """sources [K, B, T, d] -> alpha [B, T, K], a softmax over K per token."""
         logits = self.norm(sources) @ self.query  # [K, B, T]
-        return logits.float().permute(1, 2, 0).softmax(-1).to(sources.dtype)
+        return self.biased(logits.float().permute(1, 2, 0)).softmax(-1).to(sources.dtype)
+
+    def biased(self, logits: Tensor) -> Tensor:
+        """logits [B, T, K] with the recency bias (if any) added to the newest source, k = K-1."""
+        if not hasattr(self, "recency_bias"):
+            return logits
+        return torch.cat([logits[..., :-1], logits[..., -1:] + self.recency_bias.float()], dim=-1)
 
     def folded_query(self) -> Tensor:
         """w * g: the query with the key norm's gain folded in, for pre-normalised keys."""

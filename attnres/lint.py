@@ -93,6 +93,10 @@ def _conventions(model: Model) -> list[Finding]:
         )
     if cfg.first_block_has_embedding:
         found.append(Finding("info", "convention", "the embedding is counted in b_0 and again in block 1."))
+    if cfg.depth_recency_bias:
+        found.append(
+            Finding("info", "convention", "each site adds a learned bias to its newest source's logit.")
+        )
     return found
 
 

@@ -32,6 +32,7 @@ from .importers.lr_attnres import is_lr_attnres, refuse_lr_attnres
 from .importers.nanogpt_attnres import import_nanogpt_attnres, is_nanogpt_attnres
 from .importers.peers import import_repro, is_repro
 from .importers.pickles import load_torch_file
+from .importers.qwen3_attnres import import_qwen3_attnres
 from .model import Model
 
 TORCH_SUFFIXES = (".pt", ".pth", ".ckpt", ".bin")
@@ -41,6 +42,7 @@ HF_MODEL_TYPES: dict[str, Callable[[Path, bool], Model]] = {
     "gpt2": import_hf_gpt2,
     "transformer": import_fla_transformer,  # fla-org/flash-linear-attention's Transformer
     **dict.fromkeys(LLAMA_TYPES, import_hf_llama),  # llama, qwen2, qwen3, mistral
+    "qwen3_attnres": import_qwen3_attnres,  # Zefan-Cai/open-attention-residuals
 }
 PARALLEL_RESIDUAL = (  # model types whose attention and MLP read the same input: refused
     "gpt_neox",

@@ -192,7 +192,11 @@ class Model(nn.Module):
         shared_keys = mixer is not None and depth_impl == "two_phase"
         if depth_impl is None:  # DESIGN.md §3: fastest exact path here (evidence: benchmarks/README.md)
             depth_impl = kernels.default_depth_impl(v0, recording=rec is not None)
-        if self.config.readout != "attnres" or self.config.first_block_has_embedding:
+        if (
+            self.config.readout != "attnres"
+            or self.config.first_block_has_embedding
+            or self.config.depth_recency_bias
+        ):
             depth_impl = "sequential"  # peers' conventions: the two-phase and fused paths run ours only
         fused = depth_impl == "fused" and rec is None and kernels.fused_applicable(v0)
         if attnres and mixer is None and fused:  # inference-only kernel path (issue #8)
@@ -248,7 +252,7 @@ class Model(nn.Module):
             weights is None and keys is not None
         ):  # w . RMSNorm_l(v) = (w * g_l) . v / rms(v), keys = v / rms(v)
             logits = torch.einsum("kbtd,d->btk", torch.stack(keys), self.site(l).folded_query())
-            weights = logits.float().softmax(-1).to(stacked.dtype)
+            weights = self.site(l).biased(logits.float()).softmax(-1).to(stacked.dtype)
         elif weights is None and self.config.residual != "prenorm":
             weights = self.site(l).weights(stacked)  # [B, T, K]
         if mixer is None:

@@ -134,3 +134,19 @@ def strip_prefixes(state: dict, prefixes=("_orig_mod.", "module.")) -> dict:
                     name, stripped = name[len(prefix) :], True
         out[name] = value
     return out
+
+
+def query_vectors(state: dict, pattern: re.Pattern, d: int, source: Path) -> dict:
+    """Depth queries stored as ``nn.Linear(d, 1)`` weights [1, d] (keys matching ``pattern``) become
+    vectors [d] under ``name[0]``, the name the peers' rule tables map."""
+    out = {}
+    for name, value in state.items():
+        if pattern.fullmatch(name):
+            if not isinstance(value, torch.Tensor) or tuple(value.shape) != (1, d):
+                shape = list(value.shape) if isinstance(value, torch.Tensor) else type(value).__name__
+                raise CheckpointError(
+                    f"{source}: {name} has shape {shape}; expected [1, {d}] (nn.Linear(d, 1))."
+                )
+            name, value = name + "[0]", value[0].clone()
+        out[name] = value
+    return out

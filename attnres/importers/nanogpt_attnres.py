@@ -17,11 +17,9 @@ from __future__ import annotations
 import re
 from pathlib import Path
 
-import torch
-
 from ..checkpoint import CheckpointError
 from .gpt2 import finish, model_args_of, state_dict_of, steps_of, tie_head, tokenizer_beside
-from .mapping import GPT2_IGNORED, Rule, apply_rules, gpt2_rules
+from .mapping import GPT2_IGNORED, Rule, apply_rules, gpt2_rules, query_vectors
 
 PROJ = re.compile(r"transformer\.h\.(\d+)\.(attn|mlp)_res_proj\.weight")
 PR_KEY = re.compile(r"transformer\.h\.\d+\.(attn|mlp)_res_(proj|norm)\.weight")
@@ -35,21 +33,6 @@ RULES = gpt2_rules(conv1d=False) + (
 def is_nanogpt_attnres(state: dict) -> bool:
     """Per-sublayer ``{attn,mlp}_res_proj`` / ``_res_norm`` keys under nanoGPT names."""
     return any(PR_KEY.fullmatch(k) for k in state)
-
-
-def _queries_as_vectors(state: dict, d: int, source: Path) -> dict:
-    """``nn.Linear(d, 1)`` weights [1, d] -> query vectors [d] under ``name[0]``."""
-    out = {}
-    for name, value in state.items():
-        if PROJ.fullmatch(name):
-            if not isinstance(value, torch.Tensor) or tuple(value.shape) != (1, d):
-                shape = list(value.shape) if isinstance(value, torch.Tensor) else type(value).__name__
-                raise CheckpointError(
-                    f"{source}: {name} has shape {shape}; expected [1, {d}] (nn.Linear(d, 1))."
-                )
-            name, value = name + "[0]", value[0].clone()
-        out[name] = value
-    return out
 
 
 def _pr_depth(args: dict, source: Path) -> tuple[dict, tuple]:
@@ -116,7 +99,7 @@ def import_nanogpt_attnres(path: Path, data: dict, allow_nonfinite: bool):
             f"{path} has AttnRes keys ({{attn,mlp}}_res_proj) but model_args has neither 'attn_res' "
             "(nanoGPT PR) nor 'n_attn_res_blocks' (nanoAttnRes); its block rule is unknown."
         )
-    state = _queries_as_vectors(state_dict_of(data, path), args["n_embd"], path)
+    state = query_vectors(state_dict_of(data, path), PROJ, args["n_embd"], path)
     ours, mapped, ignored = apply_rules(state, RULES, GPT2_IGNORED, path, args["n_layer"])
     tied, tied_keys = tie_head(ours, None, path)
     notes: list[str] = []

@@ -587,3 +587,102 @@ def test_old_config_files_load_with_our_conventions(name):
     model = load_model(SAMPLES / name)
     assert model.config.readout == "attnres" and not model.config.first_block_has_embedding
     assert hasattr(model, "out_res") == (model.config.residual != "prenorm")
+
+
+# ---- Zefan-Cai/open-attention-residuals qwen3_attnres ------------------------------------------
+def qwen3_attnres_dir(tmp_path, n_layer: int = 3, num_blocks: int = 2, **attnres):
+    """What save_pretrained of Qwen3AttnResForCausalLM writes: config.json (model_type qwen3_attnres and
+    its attnres_* fields) and model.safetensors (model.* keys; the tied lm_head left out)."""
+    from safetensors.torch import save_file
+    from transformers import Qwen3Config, Qwen3ForCausalLM
+
+    config = Qwen3Config(
+        vocab_size=V,
+        hidden_size=D,
+        intermediate_size=64,
+        num_hidden_layers=n_layer,
+        num_attention_heads=H,
+        num_key_value_heads=2,
+        head_dim=16,  # != D / H
+        max_position_embeddings=T,
+        rms_norm_eps=1e-6,
+        tie_word_embeddings=True,
+        attn_implementation="eager",
+    )
+    torch.manual_seed(n_layer + num_blocks)
+    body = Qwen3ForCausalLM(config).eval()
+    sd = {k: v.detach().clone() for k, v in body.state_dict().items() if k != "lm_head.weight"}
+    for name in [k for k in sd if k.endswith("norm.weight")]:
+        sd[name] = 1 + 0.2 * torch.randn_like(sd[name])
+    sites = [f"model.layers.{i}.{k}_res_" for i in range(n_layer) for k in ("attn", "mlp")] + [
+        "model.final_res_"
+    ]
+    for site in sites:
+        sd[site + "proj.weight"] = 0.5 * torch.randn(1, D)
+        sd[site + "norm.weight"] = 1 + 0.2 * torch.randn(D)
+        sd[site + "bias"] = torch.tensor(3.0) + torch.randn(())
+    body.load_state_dict(sd, strict=False)  # the Qwen3 body the reference forward runs
+    raw = config.to_dict() | {"model_type": "qwen3_attnres", "architectures": ["Qwen3AttnResForCausalLM"]}
+    raw |= dict(attnres_mode="block", attnres_num_blocks=num_blocks, attnres_recency_bias_init=3.0)
+    raw |= dict(attnres_gate_type="bias", attnres_use_null_source=False) | attnres
+    (tmp_path / "config.json").write_text(json.dumps(raw))
+    save_file({k: v.contiguous() for k, v in sd.items()}, str(tmp_path / "model.safetensors"))
+    return body, sd, raw
+
+
+def qwen3_attnres_reference(body, sd: dict, raw: dict, ids: torch.Tensor) -> torch.Tensor:
+    """modeling_qwen3_attnres block mode: blocks = [x], partial = x; before each sublayer a softmax over
+    blocks + [partial] with the site's bias on the last logit; at the first layer of a new block
+    (every ceil(L / num_blocks) layers) the partial is pushed and restarts at zero; the readout mixes
+    once more with final_res_*; Qwen3's own attention, MLP and norms from transformers."""
+    model, n = body.model, ids.shape[1]
+    layers_per_block = max(1, -(-raw["num_hidden_layers"] // raw["attnres_num_blocks"]))
+    x = model.embed_tokens(ids)
+    rope = model.rotary_emb(x, torch.arange(n)[None])
+    mask = torch.full((n, n), float("-inf")).triu(1)[None, None]
+
+    def mix(site, blocks, partial):
+        values = torch.stack(blocks + [partial])
+        keys = rms(values, sd[site + "norm.weight"], raw["rms_norm_eps"])
+        logits = torch.einsum("d,nbtd->nbt", sd[site + "proj.weight"][0], keys)
+        logits = torch.cat([logits[:-1], logits[-1:] + sd[site + "bias"]])
+        return torch.einsum("nbt,nbtd->btd", logits.softmax(0), values)
+
+    blocks, partial = [x], x
+    for i, layer in enumerate(model.layers):
+        h = mix(f"model.layers.{i}.attn_res_", blocks, partial)
+        if i > 0 and i % layers_per_block == 0:
+            blocks, partial = blocks + [partial], torch.zeros_like(partial)
+        attn, _ = layer.self_attn(layer.input_layernorm(h), position_embeddings=rope, attention_mask=mask)
+        partial = partial + attn
+        h = mix(f"model.layers.{i}.mlp_res_", blocks, partial)
+        partial = partial + layer.mlp(layer.post_attention_layernorm(h))
+    return model.norm(mix("model.final_res_", blocks, partial)) @ model.embed_tokens.weight.T
+
+
+@pytest.mark.parametrize(("n_layer", "num_blocks"), [(3, 2), (4, 4), (2, 1)])
+def test_qwen3_attnres_block_mode_imports_exactly(tmp_path, ids, n_layer, num_blocks):
+    body, sd, raw = qwen3_attnres_dir(tmp_path, n_layer, num_blocks)
+    model = load_model(tmp_path)
+    with torch.no_grad():
+        reference = qwen3_attnres_reference(body, sd, raw, ids)
+        assert measured("qwen3-attnres", model(ids).logits, reference) <= TOL
+    cfg = model.config
+    assert cfg.attnres_block_size == 2 * -(-n_layer // num_blocks) and cfg.first_block_has_embedding
+    assert cfg.depth_recency_bias and cfg.qk_norm and cfg.head_dim == 16 and cfg.n_kv_head == 2
+    assert ("model.final_res_bias", "out_res.recency_bias") in model.import_report.mapped
+    assert not [f for f in lint_model(model) if f.severity != "info"]
+
+
+@pytest.mark.parametrize(
+    ("setting", "message"),
+    [
+        ({"attnres_mode": "full"}, r"attnres_mode='full' attends over cumulative hidden states"),
+        ({"attnres_mode": "delta"}, r"attnres_mode='delta' adds a softmax over sublayer outputs"),
+        ({"attnres_gate_type": "sigmoid_scalar"}, r"attnres_gate_type='sigmoid_scalar' mixes the depth mix"),
+    ],
+)
+def test_qwen3_attnres_modes_that_are_not_attnres_are_refused(tmp_path, setting, message):
+    qwen3_attnres_dir(tmp_path, **setting)
+    with pytest.raises(CheckpointError, match=message):
+        load_model(tmp_path)
