@@ -18,6 +18,7 @@ from app.common import (
     sidebar,
     token_select,
 )
+from app.corpus import corpus_mode, render_compare
 from figures.depth import depth_heatmaps
 from figures.norms import norm_growth_chart
 from figures.retrieval import retrieval_summary
@@ -88,7 +89,11 @@ def main() -> None:
         "how the residual stream grows, and which earlier layers are retrieved.",
     )
     settings = sidebar(multi=True)
+    choice = corpus_mode()
     if not need_models(settings):
+        return
+    if choice is not None:
+        render_compare(settings, choice)
         return
     prompts = [encode(entry, settings) for entry in settings.models]
     if any(p is None for p in prompts):

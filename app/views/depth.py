@@ -10,6 +10,8 @@ import probes
 from app import state
 from app.charts import chart, table
 from app.common import Settings, encode, header, need_models, probe, sidebar
+from app.corpus import corpus_mode
+from app.corpus import render_depth as render_corpus
 
 
 def render_panels(dw, name: str) -> None:
@@ -65,7 +67,11 @@ def main() -> None:
         "source, the colour its softmax weight averaged over the prompt's tokens.",
     )
     settings: Settings = sidebar(multi=False)
+    choice = corpus_mode()
     if not need_models(settings):
+        return
+    if choice is not None:
+        render_corpus(settings, choice)
         return
     entry = settings.models[0]
     prompt = encode(entry, settings)

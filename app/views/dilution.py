@@ -9,6 +9,7 @@ import figures
 from app import state
 from app.charts import chart
 from app.common import header, names_of, need_models, probe, sidebar
+from app.corpus import corpus_mode, render_dilution
 
 
 def main() -> None:
@@ -18,7 +19,11 @@ def main() -> None:
         "each new update is a smaller share of it. Baseline and AttnRes side by side.",
     )
     settings = sidebar(multi=True)
+    choice = corpus_mode()
     if not need_models(settings):
+        return
+    if choice is not None:
+        render_dilution(settings, choice)
         return
     names = names_of(settings)
     norms = [probe("stream_norms", entry, settings) for entry in settings.models]
