@@ -15,6 +15,7 @@ from __future__ import annotations
 import argparse
 import os
 import statistics
+import sys
 import time
 from pathlib import Path
 
@@ -101,7 +102,10 @@ def main(argv=None) -> None:
     parser.add_argument("--out", default=str(ROOT / "benchmarks" / "results" / "corpus_sweep-cpu.json"))
     args = parser.parse_args(argv)
     load_before = os.getloadavg()[0]
-    rows = [time_model(name, args.seqs, args.repeats) for name in MODELS]
+    rows = []
+    for name in MODELS:
+        rows.append(time_model(name, args.seqs, args.repeats))
+        print(rows[-1], file=sys.stderr, flush=True)
     report = {
         **cpu_run_header(),
         "sequences": args.seqs,
