@@ -143,7 +143,9 @@ class BatchMeasure:
         h = it.layer_inputs
         v = [it.embedding, *it.sublayer_outputs]
         residual = self.model.config.residual
-        running = running_block_sums(self.rule, it.sublayer_outputs) if residual == "block" else []
+        running = (
+            running_block_sums(self.rule, it.sublayer_outputs, it.embedding) if residual == "block" else []
+        )
         distinct = v + running
         src_rms = torch.stack([rms(x) for x in distinct], -1)  # [B, T, M]
         h_rms = torch.stack([rms(x) for x in h], -1)  # [B, T, S]
