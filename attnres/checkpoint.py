@@ -246,7 +246,7 @@ def _check_size(config: ModelConfig, tensors: dict, source: Path) -> None:
     d, L, heads = config.d_model, config.n_layer, config.n_head + config.kv_heads
     attention = 2 * heads * config.d_head * d  # q and o (n_head wide), k and v (n_kv_head wide)
     mlp = (3 if config.mlp == "gated" else 2) * d * config.hidden
-    positions = config.block_size * d if config.position == "learned" else 0
+    positions = config.block_size * d if config.learned_positions else 0
     implied = config.vocab_size * d + positions + L * (attention + mlp)
     if implied > 4 * stored + 1_000_000:
         raise CheckpointError(

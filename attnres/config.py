@@ -13,7 +13,7 @@ from .sources import SourceRule
 RESIDUALS = ("prenorm", "full", "block")
 NORMS = ("rmsnorm", "layernorm")
 ACTIVATIONS = ("gelu", "gelu_tanh", "relu", "silu")
-POSITIONS = ("learned", "rope")
+POSITIONS = ("learned", "rope", "learned+rope")
 MLPS = ("plain", "gated")
 # Fields added for the Llama-family block (all default to the GPT block).
 FAMILY_FIELDS = (
@@ -69,6 +69,7 @@ class ModelConfig:
     depth_norm_eps: float | None = None  # eps of the depth-attention key norms; None = norm_eps
     #   (imported peers differ: nanogpt-attnres-repro keys use 1e-8 under 1e-5 LayerNorms)
     position: str = "learned"  # "learned": a wpe table added to v_0 | "rope": rotary q and k, no wpe
+    #   | "learned+rope": both (jibran/Attention-Residuals)
     rope_theta: float = 10000.0  # RoPE base: frequency j of a head is rope_theta^(-2j / head_dim)
     rope_linear_factor: float = 1.0  # linear RoPE scaling: frequencies divided by it (1 = plain RoPE)
     mlp: str = "plain"  # "plain": c_proj(act(c_fc x)) | "gated": c_proj(act(gate x) * up x),
@@ -170,7 +171,7 @@ class ModelConfig:
             value = getattr(self, name)
             if not isinstance(value, (int, float)) or isinstance(value, bool) or not 0 < value < math.inf:
                 return f"'{name}' must be a positive number, got {value!r}"
-        if self.position == "rope" and self.d_head % 2:
+        if self.rotary and self.d_head % 2:
             return f"rotary positions need an even head width, got {self.d_head}"
         for name in ("qkv_bias", "attn_out_bias"):
             if getattr(self, name) is not None and not isinstance(getattr(self, name), bool):
@@ -200,6 +201,16 @@ class ModelConfig:
         if self.d_mlp:
             return self.d_mlp
         return 4 * self.d_model if self.mlp == "plain" else 8 * -(-8 * self.d_model // 24)
+
+    @property
+    def learned_positions(self) -> bool:
+        """Whether v_0 adds a learned position table (wpe)."""
+        return self.position in ("learned", "learned+rope")
+
+    @property
+    def rotary(self) -> bool:
+        """Whether attention turns q and k by their positions (RoPE)."""
+        return self.position in ("rope", "learned+rope")
 
     @property
     def kv_heads(self) -> int:

@@ -84,7 +84,8 @@ def _block(cfg) -> str:
     if cfg.position == "learned":
         return "GPT"
     scaling = f", linear scaling x{cfg.rope_linear_factor:g}" if cfg.rope_linear_factor != 1 else ""
-    return f"Llama-style (RoPE theta={cfg.rope_theta:g}{scaling})"
+    learned = " + learned positions" if cfg.learned_positions else ""
+    return f"Llama-style (RoPE theta={cfg.rope_theta:g}{scaling}{learned})"
 
 
 def _heads(cfg) -> str:

@@ -66,7 +66,7 @@ class CausalSelfAttention(nn.Module):
         if self.config.qk_norm:
             q, k = self.q_norm(q), self.k_norm(k)
         q, k, v = (t.transpose(1, 2) for t in (q, k, v))  # [B, heads, T, hd]
-        if self.config.position == "rope":
+        if self.config.rotary:
             cos, sin = rotary_angles(T, self.d_head, self.config, x.device)
             q, k = rotate(q, cos, sin), rotate(k, cos, sin)
         p = self.dropout if self.training else 0.0

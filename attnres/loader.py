@@ -27,6 +27,7 @@ from .checkpoint import ARCHIVE_SUFFIXES, CONFIG_FILE, CheckpointError, load_our
 from .importers.attnresgpt import import_attnresgpt, is_attnresgpt
 from .importers.fla import import_fla_transformer
 from .importers.gpt2 import import_hf_gpt2, import_nanogpt, is_nanogpt, state_dict_of
+from .importers.jibran import import_jibran, is_jibran
 from .importers.llama import LLAMA_TYPES, import_hf_llama
 from .importers.lr_attnres import is_lr_attnres, refuse_lr_attnres
 from .importers.nanogpt_attnres import import_nanogpt_attnres, is_nanogpt_attnres
@@ -65,6 +66,7 @@ TORCH_LAYOUTS = (
     Layout("nanogpt-attnres-repro", is_repro, import_repro),  # and its PreNorm twin
     Layout("nanoGPT AttnRes PR / nanoAttnRes", is_nanogpt_attnres, import_nanogpt_attnres),
     Layout("AttnResGPT-next-scale", is_attnresgpt, import_attnresgpt),
+    Layout("jibran/Attention-Residuals", is_jibran, import_jibran),
     Layout("LR-AttnRes", is_lr_attnres, refuse_lr_attnres),  # refused, naming the setting
     Layout("nanogpt", is_nanogpt, import_nanogpt),
 )

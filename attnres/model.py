@@ -119,8 +119,8 @@ class Model(nn.Module):
         self.config = config
         self.tokenizer = tokenizer
         self.wte = nn.Embedding(config.vocab_size, config.d_model)
-        learned = config.position == "learned"  # RoPE models turn q and k instead (layers.py)
-        self.wpe = nn.Embedding(config.block_size, config.d_model) if learned else None
+        # RoPE models turn q and k instead (layers.py); jibran's does both
+        self.wpe = nn.Embedding(config.block_size, config.d_model) if config.learned_positions else None
         self.drop = nn.Dropout(config.dropout)
         self.blocks = nn.ModuleList(Block(config) for _ in range(config.n_layer))
         if config.residual != "prenorm" and config.readout == "attnres":

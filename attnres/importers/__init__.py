@@ -8,6 +8,7 @@ order, which layout goes where):
   nanogpt_attnres.py  the nanoGPT AttnRes PR layout and limei1221/nanoAttnRes
   attnresgpt.py       AtinChing/AttnResGPT-next-scale step_*.pt with its config.snapshot.yaml
   lr_attnres.py       jon123boss/LR-AttnRes: recognised and refused, naming the setting
+  jibran.py           jibran/Attention-Residuals best.pt / latest.pt (Full AttnRes, BaselineLM)
   qwen3_attnres.py    Zefan-Cai/open-attention-residuals qwen3_attnres directories (block mode)
   mapping.py   the regex tables that rename foreign keys to ours
   pickles.py   the only two ways a pickle is read (``torch.load(weights_only=True)``, ``meta.pkl``)

@@ -36,7 +36,7 @@ def is_nanogpt(state: dict) -> bool:
 
 def state_dict_of(data: dict, source: Path) -> dict:
     """The ``model`` state dict of a training checkpoint, wrapper prefixes removed."""
-    state = data.get("model", data.get("state_dict"))
+    state = data.get("model", data.get("state_dict", data.get("model_state")))  # model_state: jibran
     if not isinstance(state, dict) or not state:
         raise CheckpointError(f"{source} has no 'model' state dict (nanoGPT saves one under 'model').")
     if not all(isinstance(k, str) for k in state):

@@ -686,3 +686,130 @@ def test_qwen3_attnres_modes_that_are_not_attnres_are_refused(tmp_path, setting,
     qwen3_attnres_dir(tmp_path, **setting)
     with pytest.raises(CheckpointError, match=message):
         load_model(tmp_path)
+
+
+# ---- jibran/Attention-Residuals ---------------------------------------------------------------
+JIBRAN_HEAD_DIM, JIBRAN_MULT = 12, 2  # head_dim != D / H; SwiGLU hidden = D * mlp_multiplier
+
+
+def jibran_state(n_layer: int, attnres: bool, seed: int) -> dict:
+    inner, hidden = H * JIBRAN_HEAD_DIM, D * JIBRAN_MULT
+    shapes = {"tok_embed.weight": (V, D), "pos_embed.weight": (T, D), "norm.weight": (D,)}
+    for i in range(n_layer):
+        p = f"layers.{i}."
+        shapes |= {p + "attn_norm.weight": (D,), p + "mlp_norm.weight": (D,)}
+        shapes |= {p + "attn.qkv.weight": (3 * inner, D), p + "attn.proj.weight": (D, inner)}
+        shapes |= {
+            p + "mlp.gate.weight": (hidden, D),
+            p + "mlp.up.weight": (hidden, D),
+            p + "mlp.down.weight": (D, hidden),
+        }
+        if attnres:
+            for site in ("attn_res_attn", "attn_res_mlp"):
+                shapes |= {p + site + ".query_vec": (D,), p + site + ".key_norm.weight": (D,)}
+    sd = random_tensors(shapes, seed)
+    return sd | {"head.weight": sd["tok_embed.weight"]}  # head.weight = tok_embed.weight
+
+
+def rotate_half(x: torch.Tensor) -> torch.Tensor:
+    half = x.shape[-1] // 2
+    return torch.cat([-x[..., half:], x[..., :half]], dim=-1)
+
+
+def jibran_attention(sd: dict, p: str, x: torch.Tensor) -> torch.Tensor:
+    """qkv chunked in three, heads of head_dim, RoPE (base 10000, cat(freqs, freqs)), causal SDPA."""
+    B, n, _ = x.shape
+    q, k, v = (
+        t.view(B, n, H, JIBRAN_HEAD_DIM).transpose(1, 2)
+        for t in F.linear(x, sd[p + "qkv.weight"]).chunk(3, -1)
+    )
+    inv_freq = 1.0 / (10_000 ** (torch.arange(0, JIBRAN_HEAD_DIM, 2, dtype=torch.float32) / JIBRAN_HEAD_DIM))
+    freqs = torch.outer(torch.arange(n, dtype=torch.float32), inv_freq)
+    cos, sin = torch.cat([freqs, freqs], -1).cos(), torch.cat([freqs, freqs], -1).sin()
+    q, k = q * cos + rotate_half(q) * sin, k * cos + rotate_half(k) * sin
+    y = F.scaled_dot_product_attention(q, k, v, is_causal=True).transpose(1, 2).reshape(B, n, -1)
+    return F.linear(y, sd[p + "proj.weight"])
+
+
+def jibran_reference(ckpt: dict, ids: torch.Tensor) -> torch.Tensor:
+    """AttnResLM (Full: each sublayer mixes [v_0, v_1, ..]; output norm(v_1 + .. + v_L)) or BaselineLM."""
+    sd, cfg = ckpt["model_state"], ckpt["config"]["model"]
+    eps, attnres = cfg["norm_eps"], "layers.0.attn_res_attn.query_vec" in ckpt["model_state"]
+    x = sd["tok_embed.weight"][ids] + sd["pos_embed.weight"][: ids.shape[1]]
+    outputs = [x]
+    for i in range(cfg["depth"]):
+        p = f"layers.{i}."
+        for kind, site in (("attn", "attn_res_attn"), ("mlp", "attn_res_mlp")):
+            h = (
+                depth_mix(outputs, sd[p + site + ".query_vec"], sd[p + site + ".key_norm.weight"], eps)
+                if attnres
+                else x
+            )
+            h = rms(h, sd[p + kind + "_norm.weight"], eps)
+            if kind == "attn":
+                out = jibran_attention(sd, p + "attn.", h)
+            else:
+                out = F.linear(
+                    F.silu(F.linear(h, sd[p + "mlp.gate.weight"])) * F.linear(h, sd[p + "mlp.up.weight"]),
+                    sd[p + "mlp.down.weight"],
+                )
+            outputs.append(out)
+            x = x + out
+    final = sum(outputs[1:]) if attnres else x
+    return rms(final, sd["norm.weight"], eps) @ sd["head.weight"].T
+
+
+def jibran_ckpt(n_layer: int, attnres: bool, **model) -> dict:
+    """CheckpointManager.save's payload (checkpoints/best/best.pt)."""
+    cfg = dict(name="AttnResTransformer_Full", dim=D, depth=n_layer, heads=H, head_dim=JIBRAN_HEAD_DIM)
+    cfg |= dict(
+        mlp_multiplier=JIBRAN_MULT, dropout=0.1, use_block_attn_res=False, block_size=4, norm_eps=1e-6
+    )
+    cfg |= dict(use_xsa=False, use_kv_cache=False, max_seq_len=T) | model
+    config = {
+        "model": cfg,
+        "training": {"epochs": 20, "lr": 3e-4},
+        "data": {"dataset": "shakespeare", "seq_len": T},
+    }
+    return dict(
+        model_state=jibran_state(n_layer, attnres, seed=n_layer),
+        optimizer_state={"state": {}, "param_groups": [{"lr": 3e-4, "params": [0]}]},
+        scheduler_state=None,
+        epoch=3,
+        step=1200,
+        val_loss=1.4,
+        val_acc=0.6,
+        config=config,
+    )
+
+
+@pytest.mark.parametrize("attnres", [True, False])
+def test_jibran_checkpoint_imports_exactly(tmp_path, ids, attnres):
+    ckpt = jibran_ckpt(3, attnres)
+    (tmp_path / "checkpoints" / "best").mkdir(parents=True)
+    torch.save(ckpt, tmp_path / "checkpoints" / "best" / "best.pt")
+    model = load_model(tmp_path / "checkpoints" / "best" / "best.pt")
+    with torch.no_grad():
+        assert measured("jibran-attnres", model(ids).logits, jibran_reference(ckpt, ids)) <= TOL
+    assert (
+        model.config.residual == ("full" if attnres else "prenorm")
+        and model.import_report.trained_steps == 1200
+    )
+    assert (
+        model.config.readout == ("sum" if attnres else "attnres") and model.config.position == "learned+rope"
+    )
+    if attnres:
+        assert not [f for f in lint_model(model) if f.severity != "info"]
+
+
+@pytest.mark.parametrize(
+    ("model", "message"),
+    [
+        ({"use_block_attn_res": True}, r"use_block_attn_res=true is refused: its block boundaries"),
+        ({"use_xsa": True}, r"use_xsa=true \(Exclusive Self Attention\)"),
+    ],
+)
+def test_jibran_block_attnres_and_xsa_are_refused(tmp_path, model, message):
+    torch.save(jibran_ckpt(2, True, **model), tmp_path / "latest.pt")
+    with pytest.raises(CheckpointError, match=message):
+        load_model(tmp_path / "latest.pt")
