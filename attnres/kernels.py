@@ -18,13 +18,11 @@ on CUDA, and falls back to "two_phase" everywhere else.
 from __future__ import annotations
 
 import functools
-from typing import TYPE_CHECKING
+from collections.abc import Callable
+from dataclasses import dataclass
 
 import torch
 from torch import Tensor
-
-if TYPE_CHECKING:
-    from .model import Model
 
 # An online-softmax state over some sources, per query g and row n:
 # h [G, N, d] = normalised weighted sum, m [G, N] = max logit, s [G, N] = sum of exp(logit - m).
@@ -83,11 +81,16 @@ def depth_attend_reference(sources: Tensor, queries: Tensor, eps: float, state: 
     return (acc / s[..., None]).to(sources.dtype), m, s
 
 
-def depth_weights(sources: Tensor, queries: Tensor, eps: float, m: Tensor, s: Tensor) -> Tensor:
-    """alpha [G, N, K] from a final (m, s): exp(logit - m) / s, for callers that need the weights."""
-    v = sources.float()
-    logits = torch.einsum("knd,gd->gnk", v, queries.float()) * torch.rsqrt(v.pow(2).mean(-1) + eps).T
-    return (logits - m[..., None]).exp() / s[..., None]
+def _use_triton(backend: str, on_cuda: bool) -> bool:
+    """Whether to launch the kernel: backend "triton" (which must import), or "auto" on CUDA."""
+    if backend == "triton" and _triton() is None:
+        raise RuntimeError("the triton backend was requested but triton cannot be imported")
+    return backend == "triton" or (backend == "auto" and on_cuda and _triton() is not None)
+
+
+def _query_chunks(n_queries: int) -> list[slice]:
+    """The queries one launch takes: at most MAX_QUERIES_PER_LAUNCH (accumulators in registers)."""
+    return [slice(g, g + MAX_QUERIES_PER_LAUNCH) for g in range(0, n_queries, MAX_QUERIES_PER_LAUNCH)]
 
 
 def depth_attend(
@@ -97,99 +100,95 @@ def depth_attend(
 
     Same arguments and result as ``depth_attend_reference``; backend "auto" | "triton" | "torch".
     """
-    kernels = _triton() if backend != "torch" else None
-    use_triton = kernels is not None and (sources.is_cuda or backend == "triton")
-    if backend == "triton" and kernels is None:
-        raise RuntimeError("the triton backend was requested but triton cannot be imported")
-    if not use_triton:
+    if not _use_triton(backend, sources.is_cuda):
         return depth_attend_reference(sources, queries, eps, state)
     K, d = sources.shape[0], sources.shape[-1]
     flat = sources.reshape(K, -1, d).contiguous()
     if state is not None:
         h0, m0, s0 = state
-        h0 = h0.reshape(-1, flat.shape[1], d)
-        state = tuple(x.contiguous() for x in (h0, m0.float(), s0.float()))
-    parts = []
-    for g in range(0, queries.shape[0], MAX_QUERIES_PER_LAUNCH):
-        chunk = slice(g, g + MAX_QUERIES_PER_LAUNCH)
-        part_state = None if state is None else tuple(x[chunk] for x in state)
-        parts.append(kernels.launch(flat, queries[chunk].float().contiguous(), eps, part_state))
-    if len(parts) == 1:
-        return parts[0]
-    return tuple(torch.cat(xs) for xs in zip(*parts, strict=True))
+        state = (
+            h0.reshape(-1, flat.shape[1], d).contiguous(),
+            m0.float().contiguous(),
+            s0.float().contiguous(),
+        )
+    parts = [
+        _triton().launch(
+            flat, queries[c].float().contiguous(), eps, None if state is None else tuple(x[c] for x in state)
+        )
+        for c in _query_chunks(queries.shape[0])
+    ]
+    return parts[0] if len(parts) == 1 else tuple(torch.cat(xs) for xs in zip(*parts, strict=True))
 
 
-def folded_queries(model: Model) -> Tensor:
-    """All L+1 folded queries w_l * g_l as one [L+1, d] fp32 tensor: three kernels per forward
-    instead of two per site (the stacks of queries and gains, then one product)."""
-    sites = [model.site(l) for l in range(1, model.config.n_sublayers + 2)]
-    queries = torch.stack([site.query for site in sites])
-    gains = torch.stack([site.norm.weight for site in sites])
-    return (queries * gains).float()
-
-
-def _attend_into(sources: Tensor, queries: Tensor, eps: float, out: State, resume: bool, triton: bool):
+def _attend_into(sources: Tensor, queries: Tensor, eps: float, out: State, *, resume: bool, triton: bool):
     """Depth softmax of queries [G, d] over sources [K, N, d], written into out = (h, m, s);
     resume: continue from the state already in out (phase 2, in place). No allocation on Triton."""
-    for g in range(0, queries.shape[0], MAX_QUERIES_PER_LAUNCH):
-        rows = slice(g, g + MAX_QUERIES_PER_LAUNCH)
-        part = out if queries.shape[0] <= MAX_QUERIES_PER_LAUNCH else tuple(x[rows] for x in out)
+    for c in _query_chunks(queries.shape[0]):
+        part = out if queries.shape[0] <= MAX_QUERIES_PER_LAUNCH else tuple(x[c] for x in out)
         if triton:
-            _triton().launch(sources, queries[rows], eps, part if resume else None, out=part)
+            _triton().launch(sources, queries[c], eps, part if resume else None, out=part)
         else:
-            result = depth_attend_reference(sources, queries[rows], eps, part if resume else None)
+            result = depth_attend_reference(sources, queries[c], eps, part if resume else None)
             for dst, src in zip(part, result, strict=True):
                 dst.copy_(src)
 
 
+@dataclass(frozen=True)
+class TwoPhasePlan:
+    """What the two-phase forward needs of a model, as plain values (``Model.two_phase_plan``)."""
+
+    groups: list[range]  # sites batched together, in order; the readout L+1 last, alone
+    queries: Tensor  # [L+1, d] fp32 folded queries w_l * g_l; row l-1 is site l
+    sublayer: Callable[[int, Tensor], Tensor]  # (l, h_l [B, T, d]) -> v_l = f_l(Norm_l(h_l))
+    eps: float  # the key norms' eps
+    block: bool  # Block AttnRes: a group's outputs add up into one partial source
+    n_sources: int  # sources completed at the readout, v_0 included (Full L+1, Block N+1)
+
+
+def _source_buffer(v0: Tensor, n_sources: int) -> Tensor:
+    """[n_sources, N, d] room for every source, v_0 written into row 0.
+
+    Under autocast it is stored in the autocast dtype, as the sequential path keeps v_l and Block's
+    partial sums (half the bytes to read); the states h (the sublayers' inputs) stay in v0's dtype.
+    """
+    kind, d = v0.device.type, v0.shape[-1]
+    dtype = torch.get_autocast_dtype(kind) if torch.is_autocast_enabled(kind) else v0.dtype
+    buffer = v0.new_empty(n_sources, v0.shape[0] * v0.shape[1], d, dtype=dtype)
+    buffer[0].copy_(v0.reshape(-1, d))
+    return buffer
+
+
 @torch.no_grad()
-def fused_two_phase(model: Model, v0: Tensor, backend: str = "auto") -> Tensor:
+def fused_two_phase(v0: Tensor, plan: TwoPhasePlan, backend: str = "auto") -> Tensor:
     """Paper Alg. 1 on the depth kernel; returns h_{L+1} [B, T, d]. Inference only (no autograd).
 
     Same groups as ``Model._two_phase``: phase 1 attends a group's G queries over the completed
     sources in one launch; phase 2 resumes each site's state with the sources made inside the group
     (Full: its earlier layers; Block: the running partial sum, kept in place in the buffer).
-    Launch-lean: the folded queries are built once per forward; the sources live in one buffer and
-    the (h, m, s) states in another, both allocated once per forward; phase 2 updates a site's state
-    in place (one launch, no allocation); nothing synchronises with the host, so the whole forward
-    can be captured in a CUDA graph (``GraphedForward``).
+    The sources live in one buffer and the (h, m, s) states in another, both allocated once per
+    forward; phase 2 updates a site's state in place; nothing synchronises with the host, so the
+    whole forward can be captured in a CUDA graph (``GraphedForward``).
     """
-    cfg, L, eps = model.config, model.config.n_sublayers, model.config.key_norm_eps
-    block = cfg.residual == "block"
-    B, T, d = v0.shape
-    N = B * T
-    if backend == "triton" and _triton() is None:
-        raise RuntimeError("the triton backend was requested but triton cannot be imported")
-    triton = backend == "triton" or (backend == "auto" and v0.is_cuda and _triton() is not None)
-    groups = model._groups()
-    g_max = max(len(sites) for sites in groups)
-    # every source, written once: [K_max, N, d]. Under autocast it is stored in the autocast dtype,
-    # as the sequential path keeps v_l and Block's partial sums (half the bytes to read); the
-    # states h (the sublayers' inputs) stay in v0's dtype. fp32 runs are untouched.
-    kind = v0.device.type
-    dtype = torch.get_autocast_dtype(kind) if torch.is_autocast_enabled(kind) else v0.dtype
-    buffer = v0.new_empty(cfg.n_blocks + 1, N, d, dtype=dtype)
-    buffer[0].copy_(v0.reshape(N, d))
-    h_all = v0.new_empty(g_max, N, d)  # a group's states, reused group after group (stream order)
-    m_all = torch.empty(g_max, N, device=v0.device, dtype=torch.float32)
-    s_all = torch.empty_like(m_all)
-    all_queries = folded_queries(model)  # [L+1, d] fp32, row l-1 is site l
+    triton, (B, T, d) = _use_triton(backend, v0.is_cuda), v0.shape
+    readout, buffer = plan.queries.shape[0], _source_buffer(v0, plan.n_sources)
+    g_max = max(len(sites) for sites in plan.groups)
+    m_all = torch.empty(g_max, B * T, device=v0.device, dtype=torch.float32)
+    states = (v0.new_empty(g_max, B * T, d), m_all, torch.empty_like(m_all))  # reused group after group
     done = 1  # sources completed before the current group
-    for sites in groups:
-        G = len(sites)
-        queries = all_queries[sites.start - 1 : sites.stop - 1]  # [G, d], a contiguous view
-        _attend_into(buffer[:done], queries, eps, (h_all[:G], m_all[:G], s_all[:G]), False, triton)  # phase 1
+    for sites in plan.groups:
+        queries = plan.queries[sites.start - 1 : sites.stop - 1]  # [G, d], a contiguous view
+        _attend_into(buffer[:done], queries, plan.eps, tuple(x[: len(sites)] for x in states), resume=False,
+                     triton=triton)  # fmt: skip
         made = 0  # sources made inside this group so far (Block: at most 1, the partial)
         for j, l in enumerate(sites):
-            h = h_all[j]
             if made:  # phase 2, in place
-                state = (h_all[j : j + 1], m_all[j : j + 1], s_all[j : j + 1])
-                _attend_into(buffer[done : done + made], queries[j : j + 1], eps, state, True, triton)
-            h = h.view(B, T, d)
-            if l == L + 1:
+                _attend_into(buffer[done : done + made], queries[j : j + 1], plan.eps,
+                             tuple(x[j : j + 1] for x in states), resume=True, triton=triton)  # fmt: skip
+            h = states[0][j].view(B, T, d)
+            if l == readout:
                 return h
-            v = model.sublayer(l)(h).reshape(N, d)
-            if block and made:
+            v = plan.sublayer(l, h).reshape(B * T, d)
+            if plan.block and made:
                 buffer[done].add_(v)  # partial_n accumulates the block's sublayers
             else:
                 buffer[done + made].copy_(v)
@@ -220,7 +219,7 @@ class GraphedForward:
     dtype are fixed at capture; the returned logits tensor is reused by the next call.
     """
 
-    def __init__(self, model: Model, tokens: Tensor, depth_impl: str | None = None, dtype=None, warmup=3):
+    def __init__(self, model, tokens: Tensor, depth_impl: str | None = None, dtype=None, warmup=3):
         self.model, self.depth_impl, self.dtype = model, depth_impl, dtype
         self.tokens = tokens.clone()
         side = torch.cuda.Stream(tokens.device)

@@ -5,28 +5,31 @@ sublayers (each attention and each MLP) are numbered l = 1..L with L = 2 * n_lay
 v_0 is the embedding, v_l = f_l(Norm_l(h_l)) the raw output of sublayer l, and h_l its input.
 
     PreNorm     h_l = v_0 + sum_{i<l} v_i
-    Full        h_l = sum_{i<l} alpha_{i->l} v_i,  alpha_{.->l} = softmax_i(w_l . RMSNorm_l(v_i))
+    Full        h_l = sum_{i<l} alpha_{i->l} v_i,  alpha_{.->l} = softmax_i(w_l . RMSNorm_l(v_i))  (Eq. 2-3)
     Block       the same softmax, over block sums b_0 = v_0, b_1..b_{n-1} and the partial sum of
                 the current block (absent at a block's first layer)
 
 Site L+1 is the output readout: AttnRes models aggregate once more before the final norm.
 Imported peers may fix that mix instead (config.readout "none" / "sum") or start block 1 from the
 embedding (config.first_block_has_embedding); sources.py holds both rules, docs/formats.md who uses them.
+Which outputs each source sums is ``sources.SourceRule``; the blocks (norms, attention, MLP, the
+depth-attention site) are in layers.py. ``Model.sequential`` is the equations as written,
+``Model._two_phase`` the paper's Algorithm 1; kernels.py runs Algorithm 1 on a fused kernel.
 """
 
 from __future__ import annotations
 
 import math
-from collections.abc import Callable
+from collections.abc import Callable, Sequence
 from dataclasses import dataclass
-from typing import TYPE_CHECKING
+from typing import TYPE_CHECKING, NamedTuple
 
 import torch
 import torch.nn.functional as F
 from torch import Tensor, nn
-from torch.overrides import TorchFunctionMode
 
 from . import kernels
+from ._plumbing import Recorder, SkipInit
 from .config import ModelConfig
 from .layers import Block, DepthAttention, make_norm
 from .sources import SourceRule
@@ -37,6 +40,7 @@ if TYPE_CHECKING:
 # A mixer replaces the weighted sum at a site (used by probes for ablation and attribution):
 # mixer(site, sources [K, B, T, d], weights [B, T, K] or None for PreNorm) -> h [B, T, d].
 Mixer = Callable[[int, Tensor, Tensor | None], Tensor]
+DEPTH_IMPLS = (None, "sequential", "two_phase", "fused")
 
 
 @dataclass
@@ -52,61 +56,11 @@ class Internals:
 
 @dataclass
 class ModelOutput:
+    """What ``Model.forward`` returns."""
+
     logits: Tensor  # [B, T, vocab]
     loss: Tensor | None  # mean next-token cross-entropy when targets are given
     internals: Internals | None  # when return_internals=True
-
-
-class _Recorder:
-    """Collects detached internals as the forward pass runs."""
-
-    def __init__(self, model: Model, embedding: Tensor):
-        self.model = model
-        self.it = Internals(embedding.detach(), [], [], [], [])
-
-    def site(self, l: int, h: Tensor, weights: Tensor | None) -> None:
-        self.it.layer_inputs.append(h.detach())
-        self.it.depth_sources.append(self.model.depth_source_labels(l))
-        if weights is not None:
-            self.it.depth_weights.append(weights.detach())
-
-    def output(self, v: Tensor) -> None:
-        self.it.sublayer_outputs.append(v.detach())
-
-    def result(self) -> Internals:
-        if self.model.config.residual == "prenorm":
-            self.it.depth_weights = None
-        return self.it
-
-
-class _SkipInit(TorchFunctionMode):
-    """Makes torch.nn.init and the in-place fills return their tensor untouched. On the meta device
-    they would otherwise run PyTorch's Python reference ops, whose first call imports torch._dynamo
-    (1.5-2.2 s, once per process, measured on the CPU test machine)."""
-
-    SKIPPED = frozenset(
-        [getattr(nn.init, name) for name in dir(nn.init) if name.endswith("_") and not name.startswith("_")]
-        + [Tensor.normal_, Tensor.uniform_, Tensor.fill_, Tensor.zero_]
-    )
-
-    def __torch_function__(self, func, types, args=(), kwargs=None):
-        kwargs = kwargs or {}
-        if func in self.SKIPPED:
-            return args[0] if args else kwargs["tensor"]
-        return func(*args, **kwargs)
-
-
-def empty_model(config: ModelConfig, tokenizer=None) -> Model:
-    """A Model on the meta device, no initialisation run: its shapes, for loading weights into
-    (``load_state_dict(..., assign=True)``) or for counting parameters."""
-    with torch.device("meta"), _SkipInit():
-        return Model(config, tokenizer)
-
-
-def _unit_rms(x: Tensor, eps: float) -> Tensor:
-    """RMSNorm without its gain: x / rms(x). Shared by every site, so computed once per source."""
-    xf = x.float()
-    return (xf * torch.rsqrt(xf.pow(2).mean(-1, keepdim=True) + eps)).to(x.dtype)
 
 
 class Model(nn.Module):
@@ -158,6 +112,13 @@ class Model(nn.Module):
         """Labels of the sources that site l reads (DESIGN.md §3; the rule lives in sources.py)."""
         return SourceRule.of(self.config).labels(l)
 
+    def embed(self, tokens: Tensor) -> Tensor:
+        """v_0 [B, T, d]: token embedding (+ learned position), after dropout."""
+        emb = self.wte(tokens)
+        if self.wpe is not None:
+            emb = emb + self.wpe(torch.arange(tokens.shape[1], device=tokens.device))
+        return self.drop(emb)
+
     def readout(self, h: Tensor) -> Tensor:
         """Final norm then LM head: logits from any stream state (also the logit lens)."""
         return self.lm_head(self.final_norm(h))
@@ -170,94 +131,123 @@ class Model(nn.Module):
         return_internals: bool = False,
         depth_impl: str | None = None,
         mixer: Mixer | None = None,
+        shared_keys: bool = False,
     ) -> ModelOutput:
         """tokens [B, T] -> logits [B, T, vocab] (+ loss, + internals).
 
-        depth_impl: "sequential" (the literal equations) or "two_phase" (paper Alg. 1); "fused" is
-        two_phase on the Triton kernel of kernels.py (CUDA, under no_grad, no internals), else
-        two_phase. None picks the fastest exact path (kernels.default_depth_impl). A mixer forces
-        the sequential path; with depth_impl="two_phase" its weights come from keys normalised once
-        per source (two_phase's identity: equal up to rounding, faster for many sources).
+        Args:
+            tokens: [B, T] token ids, T at most the context.
+            targets: [B, T] next-token ids (-1 ignored) for ``loss``.
+            return_internals: record every h_l, v_l and the depth weights (``Internals``).
+            depth_impl: "sequential" (the literal equations) or "two_phase" (paper Alg. 1); "fused"
+                is two_phase on the Triton kernel of kernels.py (CUDA, under no_grad, no internals),
+                else two_phase. None picks the fastest exact path (kernels.default_depth_impl).
+            mixer: replaces the weighted sum at every site; runs on the sequential path.
+            shared_keys: on the sequential path, normalise each source's key once instead of at
+                every site (the two-phase identity: weights equal the literal ones up to rounding,
+                faster for many sources).
         """
-        B, T = tokens.shape
-        if T > self.config.block_size:
-            raise ValueError(f"sequence of {T} tokens exceeds the context of {self.config.block_size}")
-        if depth_impl not in (None, "sequential", "two_phase", "fused"):
-            raise ValueError(f"depth_impl must be 'sequential', 'two_phase' or 'fused', got {depth_impl!r}")
-        pos = torch.arange(T, device=tokens.device)
-        emb = self.wte(tokens) if self.wpe is None else self.wte(tokens) + self.wpe(pos)
-        v0 = self.drop(emb)  # [B, T, d] = v_0
-        rec = _Recorder(self, v0) if return_internals else None
-        attnres = self.config.residual != "prenorm"
-        shared_keys = mixer is not None and depth_impl == "two_phase"
-        if depth_impl is None:  # DESIGN.md §3: fastest exact path here (evidence: benchmarks/README.md)
-            depth_impl = kernels.default_depth_impl(v0, recording=rec is not None)
-        if (
-            self.config.readout != "attnres"
-            or self.config.first_block_has_embedding
-            or self.config.depth_recency_bias
-        ):
-            depth_impl = "sequential"  # peers' conventions: the two-phase and fused paths run ours only
-        fused = depth_impl == "fused" and rec is None and kernels.fused_applicable(v0)
-        if attnres and mixer is None and fused:  # inference-only kernel path (issue #8)
-            h_out = kernels.fused_two_phase(self, v0)
-        elif attnres and mixer is None and depth_impl != "sequential":
-            h_out = self._two_phase(v0, rec)
-        else:
-            h_out = self._sequential(v0, rec, mixer, shared_keys)
+        self._check(tokens, depth_impl, mixer, shared_keys)
+        v0 = self.embed(tokens)  # [B, T, d] = v_0
+        record = Recorder(SourceRule.of(self.config), v0) if return_internals else None
+        if depth_impl is None:  # DESIGN.md §3: the fastest exact path here (benchmarks/README.md)
+            depth_impl = kernels.default_depth_impl(v0, recording=record is not None)
+        h_out = self._run(v0, depth_impl, mixer, shared_keys, record)
         logits = self.readout(h_out)
         loss = None
         if targets is not None:
             loss = F.cross_entropy(
                 logits.float().view(-1, logits.size(-1)), targets.reshape(-1), ignore_index=-1
             )
-        return ModelOutput(logits, loss, rec.result() if rec else None)
+        return ModelOutput(logits, loss, self._internals(record) if record else None)
 
-    def _sequential(
-        self, v0: Tensor, rec: _Recorder | None, mixer: Mixer | None, shared_keys=False
-    ) -> Tensor:
-        """The equations as written, one site at a time; returns h_{L+1}."""
-        cfg, L, rule = self.config, self.config.n_sublayers, SourceRule.of(self.config)
-        completed = [v0]  # Full: v_0..v_{l-1}; Block: b_0..b_{n-1}
-        partial = v0 if rule.first_block_has_embedding else None  # a peer's block 1 starts from v_0
-        stream = v0  # PreNorm: h_l = v_0 + sum_{i<l} v_i, kept as a running sum
-        # shared_keys (a mixer run with depth_impl="two_phase", e.g. attribution's gated passes): each
-        # completed source's unit-RMS key is kept, instead of normalising every source at every site.
-        eps, keys = cfg.key_norm_eps, ([] if shared_keys and cfg.residual != "prenorm" else None)
-        for l in range(1, L + 2):
-            sources = completed + ([partial] if partial is not None else [])
-            if keys is not None:
-                keys += [_unit_rms(v, eps) for v in completed[len(keys) :]]
-                site_keys = keys + ([_unit_rms(partial, eps)] if partial is not None else [])
-            h, weights = self._mix(l, sources, stream, mixer, None if keys is None else site_keys)
-            if rec:
-                rec.site(l, h, weights)
+    def _internals(self, record: Recorder) -> Internals:
+        weights = record.depth_weights if self.config.residual != "prenorm" else None
+        return Internals(
+            record.embedding, record.layer_inputs, record.sublayer_outputs, weights, record.depth_sources
+        )
+
+    def _check(self, tokens: Tensor, depth_impl, mixer, shared_keys: bool) -> None:
+        _, T = tokens.shape
+        if T > self.config.block_size:
+            raise ValueError(f"sequence of {T} tokens exceeds the context of {self.config.block_size}")
+        if depth_impl not in DEPTH_IMPLS:
+            raise ValueError(f"depth_impl must be 'sequential', 'two_phase' or 'fused', got {depth_impl!r}")
+        if (mixer is not None or shared_keys) and depth_impl not in (None, "sequential"):
+            raise ValueError(
+                f"a mixer and shared_keys run on the sequential path, not depth_impl={depth_impl!r} "
+                "(shared_keys=True gives the two-phase path's keys normalised once per source)"
+            )
+
+    def _run(self, v0: Tensor, depth_impl: str, mixer, shared_keys: bool, record) -> Tensor:
+        """h_{L+1} by the chosen path: the fused kernel, Algorithm 1, or the equations as written."""
+        ours = self.config.residual != "prenorm" and not _peer_conventions(self.config)
+        if not ours or mixer is not None or shared_keys or depth_impl == "sequential":
+            return self.sequential(v0, mixer, shared_keys=shared_keys, record=record)
+        if depth_impl == "fused" and record is None and kernels.fused_applicable(v0):
+            return kernels.fused_two_phase(v0, self.two_phase_plan())  # inference only
+        return self._two_phase(v0, record)
+
+    # ---- the equations as written: one site at a time ----------------------------------------
+    def sequential(
+        self,
+        v0: Tensor,
+        mixer: Mixer | None = None,
+        *,
+        shared_keys: bool = False,
+        start: int = 1,
+        outputs: Sequence[Tensor] = (),
+        stop: int | None = None,
+        record: Recorder | None = None,
+    ) -> Tensor | list[Tensor]:
+        """h_{L+1}, computed site by site as DESIGN.md §1 writes it.
+
+        Args:
+            v0: the embedding [B, T, d].
+            mixer: replaces the weighted sum at each site (see ``Mixer``).
+            shared_keys: each source's unit-RMS key is computed once, not at every site.
+            start: the first site to run; ``outputs`` then holds v_1..v_{start-1} of an earlier run
+                (depth is causal: a run that differs from site ``start`` on shares them).
+            outputs: v_1..v_{start-1}.
+            stop: run sites start..stop-1 only and return v_1..v_{stop-1} (a prefix to resume from).
+            record: collects the internals.
+
+        Returns:
+            h_{L+1} [B, T, d], or the outputs v_1..v_{stop-1} with ``stop``.
+        """
+        L, state = self.config.n_sublayers, _Sources(self.config, v0, shared_keys)
+        for l, v in enumerate(outputs[: start - 1], start=1):
+            state.add(l, v)
+        for l in range(start, L + 2):
+            if l == stop:
+                return state.outputs
+            h, weights = self._mix(l, state, mixer)
+            if record:
+                record.site(l, h, weights)
             if l == L + 1:
                 return h
             v = self.sublayer(l)(h)  # v_l = f_l(Norm_l(h_l))
-            if rec:
-                rec.output(v)
-            stream = stream + v
-            partial = v if partial is None else partial + v  # b_n accumulates its sublayers
-            if rule.ends_block(l):  # the last block ends at L, even when shorter
-                completed, partial = completed + [partial], None
+            if record:
+                record.output(v)
+            state.add(l, v)
         raise AssertionError("unreachable")
 
-    def _mix(self, l: int, sources: list[Tensor], stream: Tensor, mixer: Mixer | None, keys=None):
-        if self.config.residual == "prenorm" and mixer is None:
-            return stream, None
-        stacked = torch.stack(sources)  # [K, B, T, d]
-        weights = self._fixed_readout(l, stacked)  # [B, T, K] or None
-        if (
-            weights is None and keys is not None
-        ):  # w . RMSNorm_l(v) = (w * g_l) . v / rms(v), keys = v / rms(v)
-            logits = torch.einsum("kbtd,d->btk", torch.stack(keys), self.site(l).folded_query())
-            weights = self.site(l).biased(logits.float()).softmax(-1).to(stacked.dtype)
-        elif weights is None and self.config.residual != "prenorm":
-            weights = self.site(l).weights(stacked)  # [B, T, K]
-        if mixer is None:
-            return torch.einsum("btk,kbtd->btd", weights, stacked), weights
-        return mixer(l, stacked, weights), weights
+    def _mix(self, l: int, state: _Sources, mixer: Mixer | None) -> tuple[Tensor, Tensor | None]:
+        """h_l and its depth weights [B, T, K] (None for PreNorm) from site l's sources."""
+        if self.config.residual == "prenorm":  # PreNorm: h_l = v_0 + sum_{i<l} v_i, weight 1 each
+            return (state.stream if mixer is None else mixer(l, torch.stack(state.sources()), None)), None
+        sources = torch.stack(state.sources())  # [K, B, T, d]: Full v_0..v_{l-1}; Block b_0..[, partial]
+        weights = self._fixed_readout(l, sources)  # a peer's readout without a query, else None
+        if weights is None and state.keys is None:  # alpha_{k->l} = softmax_k(w_l . RMSNorm_l(source_k))
+            weights = self.site(l).weights(sources)  # [B, T, K]                                (Eq. 2-3)
+        elif (
+            weights is None
+        ):  # the same softmax with keys v / rms(v) and the gain folded into w: (w * g_l) . v / rms(v)
+            logits = torch.einsum("kbtd,d->btk", torch.stack(state.site_keys()), self.site(l).folded_query())
+            weights = self.site(l).biased(logits.float()).softmax(-1).to(sources.dtype)
+        if mixer is not None:
+            return mixer(l, sources, weights), weights
+        return torch.einsum("btk,kbtd->btd", weights, sources), weights  # h_l = sum_k alpha_k source_k
 
     def _fixed_readout(self, l: int, stacked: Tensor) -> Tensor | None:
         """A peer's readout without a learned query (config.readout "none" / "sum"): its fixed weights
@@ -267,80 +257,151 @@ class Model(nn.Module):
             return None
         return torch.tensor(fixed, dtype=stacked.dtype, device=stacked.device).expand(*stacked.shape[1:3], -1)
 
+    # ---- paper Algorithm 1: two phases per group of sites ------------------------------------
+    def two_phase_plan(self) -> kernels.TwoPhasePlan:
+        """What the fused two-phase forward of kernels.py needs of this model, as plain values."""
+        return kernels.TwoPhasePlan(
+            groups=self._groups(),
+            queries=self.folded_queries(),
+            sublayer=lambda l, h: self.sublayer(l)(h),
+            eps=self.config.key_norm_eps,
+            block=self.config.residual == "block",
+            n_sources=self.config.n_blocks + 1,
+        )
+
+    def folded_queries(self) -> Tensor:
+        """All L+1 folded queries w_l * g_l as one [L+1, d] fp32 tensor (row l-1 is site l)."""
+        sites = [self.site(l) for l in range(1, self.config.n_sublayers + 2)]
+        return (torch.stack([s.query for s in sites]) * torch.stack([s.norm.weight for s in sites])).float()
+
     def _groups(self) -> list[range]:
         """Sites batched together by the two-phase path: Block's blocks, Full's chunks, readout."""
-        L = self.config.n_sublayers
-        size = self.config.attnres_block_size if self.config.residual == "block" else None
-        size = size or max(1, math.isqrt(L))
-        return [range(a, min(a + size, L + 1)) for a in range(1, L + 1, size)] + [range(L + 1, L + 2)]
+        rule, L = SourceRule.of(self.config), self.config.n_sublayers
+        if self.config.residual == "block":
+            groups = [rule.block_members(n) for n in range(1, rule.N + 1)]
+        else:
+            size = max(1, math.isqrt(L))
+            groups = [range(a, min(a + size, L + 1)) for a in range(1, L + 1, size)]
+        return groups + [range(L + 1, L + 2)]
 
-    def _two_phase(self, v0: Tensor, rec: _Recorder | None) -> Tensor:
+    def _two_phase(self, v0: Tensor, record: Recorder | None) -> Tensor:
         """Paper Algorithm 1. Phase 1 batches a group's queries against the completed sources
         (returning output, max and sum-exp); phase 2 merges the sources made inside the group
         by online softmax. Keys are normalised once per source: w . RMSNorm_l(v) = (w*g_l) . v/rms(v).
         """
         eps, block = self.config.key_norm_eps, self.config.residual == "block"  # the key norms' eps
-        completed, units = [v0], [_unit_rms(v0, eps)]
+        values, keys = [v0], [_unit_rms(v0, eps)]  # the completed sources and their keys
         for sites in self._groups():
-            values, keys = torch.stack(completed), torch.stack(units)  # [K, B, T, d]
             queries = torch.stack([self.site(l).folded_query() for l in sites])  # [G, d]
-            logits = torch.einsum("kbtd,gd->gbtk", keys, queries).float()  # phase 1
-            m = logits.amax(-1, keepdim=True)  # [G, B, T, 1]
-            p = (logits - m).exp()
-            s = p.sum(-1, keepdim=True)
-            out = torch.einsum("gbtk,kbtd->gbtd", (p / s).to(values.dtype), values)
-            inner, inner_units = [], []  # sources made inside this group
+            phase1 = _phase1(torch.stack(values), torch.stack(keys), queries)
+            inner: list[tuple[Tensor, Tensor]] = []  # (source, its key) made inside this group
             for j, l in enumerate(sites):
-                h, weights = self._merge(out[j], m[j], s[j], p[j], queries[j], inner, inner_units)
-                if rec:
-                    rec.site(l, h, weights)
+                h, weights = _merge(_Phase1(*(x[j] for x in phase1)), queries[j], inner)
+                if record:
+                    record.site(l, h, weights)
                 if l == self.config.n_sublayers + 1:
                     return h
                 v = self.sublayer(l)(h)
-                if rec:
-                    rec.output(v)
-                inner = [inner[0] + v if inner else v] if block else inner + [v]
-                inner_units = (inner_units[:0] if block else inner_units) + [_unit_rms(inner[-1], eps)]
-            completed, units = completed + inner, units + inner_units
+                if record:
+                    record.output(v)
+                inner = _grown(inner, v, eps, block)
+            values, keys = values + [v for v, _ in inner], keys + [k for _, k in inner]
         raise AssertionError("unreachable")
-
-    @staticmethod
-    def _merge(out, m, s, p, query, inner, inner_units):
-        """Phase 2: fold the group-internal sources into (out, max, sum-exp) by online softmax."""
-        if not inner:
-            return out, (p / s).to(out.dtype)
-        values, keys = torch.stack(inner), torch.stack(inner_units)  # [J, B, T, d]
-        logits = torch.einsum("jbtd,d->btj", keys, query).float()
-        m_new = torch.maximum(m, logits.amax(-1, keepdim=True))
-        old = s * (m - m_new).exp()  # phase-1 mass, rescaled to the new max
-        e = (logits - m_new).exp()
-        total = old + e.sum(-1, keepdim=True)
-        h = out * (old / total).to(out.dtype) + torch.einsum(
-            "btj,jbtd->btd", (e / total).to(out.dtype), values
-        )
-        weights = torch.cat([p * (old / s) / total, e / total], dim=-1)
-        return h, weights.to(out.dtype)
 
     # ---- helpers -------------------------------------------------------------------------
     def num_params(self) -> int:
         """Parameters counted once (a tied head is not counted twice)."""
         return sum(p.numel() for p in self.parameters())
 
-    @torch.no_grad()
-    def generate(
-        self,
-        tokens: Tensor,
-        max_new_tokens: int,
-        temperature: float = 1.0,
-        top_k: int | None = None,
-        generator: torch.Generator | None = None,
-    ) -> Tensor:
-        """Samples max_new_tokens continuations of tokens [B, T] (window = context)."""
-        for _ in range(max_new_tokens):
-            logits = self(tokens[:, -self.config.block_size :]).logits[:, -1, :] / temperature
-            if top_k is not None:
-                kth = torch.topk(logits, min(top_k, logits.size(-1))).values[:, -1:]
-                logits = logits.masked_fill(logits < kth, float("-inf"))
-            nxt = torch.multinomial(logits.softmax(-1), 1, generator=generator)
-            tokens = torch.cat([tokens, nxt], dim=1)
-        return tokens
+
+class _Sources:
+    """The depth sources a sequential forward has made so far (DESIGN.md §1).
+
+    ``completed``: Full v_0..v_{l-1} (one per sublayer); Block b_0 = v_0 and the finished block sums.
+    ``partial``: Block's sum of the current block's outputs so far (None at a block's first layer).
+    ``stream``: PreNorm's running sum v_0 + v_1 + ... (what its h_l is).
+    """
+
+    def __init__(self, config: ModelConfig, v0: Tensor, shared_keys: bool):
+        self.rule, self.eps = SourceRule.of(config), config.key_norm_eps
+        self.completed, self.stream, self.outputs = [v0], v0, []
+        self.partial = v0 if self.rule.first_block_has_embedding else None  # a peer's block 1 starts from v_0
+        self.keys = [] if shared_keys and config.residual != "prenorm" else None  # unit-RMS, once each
+
+    def sources(self) -> list[Tensor]:
+        """Site l's sources, in the order of ``SourceRule.labels(l)``."""
+        return self.completed + ([self.partial] if self.partial is not None else [])
+
+    def site_keys(self) -> list[Tensor]:
+        """v / rms(v) of each source: cached for completed ones, fresh for the partial sum."""
+        self.keys += [_unit_rms(v, self.eps) for v in self.completed[len(self.keys) :]]
+        return self.keys + ([_unit_rms(self.partial, self.eps)] if self.partial is not None else [])
+
+    def add(self, l: int, v: Tensor) -> None:
+        """Takes in v_l: the stream grows, the block's partial sum grows, a finished block completes."""
+        self.outputs.append(v)
+        self.stream = self.stream + v
+        self.partial = v if self.partial is None else self.partial + v  # b_n accumulates its sublayers
+        if self.rule.ends_block(l):  # Full: every sublayer; Block: every S-th, and the last at L
+            self.completed, self.partial = self.completed + [self.partial], None
+
+
+class _Phase1(NamedTuple):
+    """Phase 1 of Algorithm 1 for one site: the softmax over the completed sources."""
+
+    out: Tensor  # [B, T, d] weighted sum
+    m: Tensor  # [B, T, 1] max logit
+    s: Tensor  # [B, T, 1] sum of exp(logit - m)
+    p: Tensor  # [B, T, K] exp(logit - m)
+
+
+def _phase1(values: Tensor, keys: Tensor, queries: Tensor) -> _Phase1:
+    """Every query of a group [G, d] against the completed sources [K, B, T, d] at once."""
+    logits = torch.einsum("kbtd,gd->gbtk", keys, queries).float()
+    m = logits.amax(-1, keepdim=True)  # [G, B, T, 1]
+    p = (logits - m).exp()
+    s = p.sum(-1, keepdim=True)
+    return _Phase1(torch.einsum("gbtk,kbtd->gbtd", (p / s).to(values.dtype), values), m, s, p)
+
+
+def _grown(inner: list[tuple[Tensor, Tensor]], v: Tensor, eps: float, block: bool):
+    """The group's own sources after v_l: Block's partial sum grows, Full gains v_l (with keys)."""
+    if block and inner:
+        v = inner[0][0] + v
+        inner = []
+    return inner + [(v, _unit_rms(v, eps))]
+
+
+def _merge(phase1: _Phase1, query: Tensor, inner: list[tuple[Tensor, Tensor]]) -> tuple[Tensor, Tensor]:
+    """Phase 2: fold the group-internal (source, key) pairs into phase 1's softmax (online softmax)."""
+    out, m, s, p = phase1
+    if not inner:
+        return out, (p / s).to(out.dtype)
+    values, keys = torch.stack([v for v, _ in inner]), torch.stack([k for _, k in inner])  # [J, B, T, d]
+    logits = torch.einsum("jbtd,d->btj", keys, query).float()
+    m_new = torch.maximum(m, logits.amax(-1, keepdim=True))
+    old = s * (m - m_new).exp()  # phase-1 mass, rescaled to the new max
+    e = (logits - m_new).exp()
+    total = old + e.sum(-1, keepdim=True)
+    h = out * (old / total).to(out.dtype) + torch.einsum("btj,jbtd->btd", (e / total).to(out.dtype), values)
+    weights = torch.cat([p * (old / s) / total, e / total], dim=-1)
+    return h, weights.to(out.dtype)
+
+
+def _peer_conventions(config: ModelConfig) -> bool:
+    """A fixed readout, an embedding inside block 1 or a recency bias: the two-phase and fused paths
+    run ours only."""
+    return config.readout != "attnres" or config.first_block_has_embedding or config.depth_recency_bias
+
+
+def _unit_rms(x: Tensor, eps: float) -> Tensor:
+    """RMSNorm without its gain: x / rms(x). Shared by every site, so computed once per source."""
+    xf = x.float()
+    return (xf * torch.rsqrt(xf.pow(2).mean(-1, keepdim=True) + eps)).to(x.dtype)
+
+
+def empty_model(config: ModelConfig, tokenizer=None) -> Model:
+    """A Model on the meta device, no initialisation run: its shapes, for loading weights into
+    (``load_state_dict(..., assign=True)``) or for counting parameters."""
+    with torch.device("meta"), SkipInit():
+        return Model(config, tokenizer)

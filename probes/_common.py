@@ -14,7 +14,6 @@ import numpy as np
 import torch
 from torch import Tensor
 
-from attnres.model import _unit_rms
 from attnres.sources import SourceRule, running_block_sums, source_tensors
 
 from .prompt import Batch, make_batch
@@ -182,10 +181,8 @@ def resume(model, site: int, embedding: Tensor, outputs: list[Tensor], mixer, sh
     """h_{L+1} of a mixer run whose sublayers 1..site-1 gave ``outputs``: only sites site..L+1 run.
 
     Depth is causal (site l reads v_0..v_{l-1} only), so a run that differs from another from site l
-    on shares its v_1..v_{l-1}. The suffix is the model's sequential mixer path step by step: the
-    same source tensors (block sums added in the model's order), the same weights (the site's own,
-    or keys normalised once per source with ``shared_keys``, as ``depth_impl="two_phase"`` does), the
-    same mixer and sublayers, so with the prefix of the same mixer run the result is bit-identical.
+    on shares its v_1..v_{l-1}. This is the model's own sequential path (``Model.sequential``) started
+    at ``site``: with the prefix of the same mixer run the result is bit-identical.
 
     Args:
         model: an ``attnres.Model``.
@@ -193,31 +190,14 @@ def resume(model, site: int, embedding: Tensor, outputs: list[Tensor], mixer, sh
         embedding: v_0 [B, T, d].
         outputs: v_1..v_{site-1}, each [B, T, d].
         mixer: the mixer (site, sources [K, B, T, d], weights [B, T, K] or None) -> h [B, T, d].
-        shared_keys: weights as a mixer run with ``depth_impl="two_phase"`` computes them.
+        shared_keys: keys normalised once per source (``Model.forward(..., shared_keys=True)``).
         stop: when given, run sites site..stop-1 only and return v_1..v_{stop-1} (a prefix to
             resume from later).
 
     Returns:
         h_{L+1} [B, T, d] (``model.readout`` of it gives the logits), or the outputs with ``stop``.
     """
-    rule, L, outputs = SourceRule.of(model.config), model.config.n_sublayers, list(outputs[: site - 1])
-    eps = model.config.key_norm_eps
-    for l in range(site, L + 2):
-        if l == stop:
-            return outputs
-        sources = source_tensors(rule, l, embedding, outputs)
-        stacked, weights = torch.stack(sources), None
-        if model.config.residual != "prenorm" and shared_keys:
-            keys = torch.stack([_unit_rms(v, eps) for v in sources])
-            logits = torch.einsum("kbtd,d->btk", keys, model.site(l).folded_query())
-            weights = logits.float().softmax(-1).to(stacked.dtype)
-        elif model.config.residual != "prenorm":
-            weights = model.site(l).weights(stacked)
-        h = mixer(l, stacked, weights)
-        if l == L + 1:
-            return h
-        outputs.append(model.sublayer(l)(h))
-    raise AssertionError("unreachable")
+    return model.sequential(embedding, mixer, shared_keys=shared_keys, start=site, outputs=outputs, stop=stop)
 
 
 def next_token_targets(batch: Batch) -> Tensor:

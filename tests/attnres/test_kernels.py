@@ -22,6 +22,13 @@ cuda = pytest.mark.skipif(not torch.cuda.is_available(), reason="needs a CUDA de
 ROOT = Path(__file__).resolve().parents[2]
 
 
+def weights_from_state(sources, queries, eps: float, m, s):
+    """alpha [G, N, K] = exp(logit - m) / s from a final (m, s): the state must describe the softmax."""
+    v = sources.float()
+    logits = torch.einsum("knd,gd->gnk", v, queries.float()) * torch.rsqrt(v.pow(2).mean(-1) + eps).T
+    return (logits - m[..., None]).exp() / s[..., None]
+
+
 def _site_and_sources(make_model, K=5, B=2, T=7, seed=0):
     model = make_model("full", n_layer=3, seed=seed)
     site = model.site(4)  # a site with random query and gain (conftest randomises them)
@@ -42,7 +49,7 @@ def test_reference_equals_depth_attention(make_model):
     query = site.folded_query().detach()[None]
     h, m, s = kernels.depth_attend_reference(sources.reshape(K, -1, d), query, model.config.key_norm_eps)
     torch.testing.assert_close(h.view(B, T, d), expected, atol=1e-5, rtol=1e-5)
-    alpha = kernels.depth_weights(sources.reshape(K, -1, d), query, model.config.key_norm_eps, m, s)
+    alpha = weights_from_state(sources.reshape(K, -1, d), query, model.config.key_norm_eps, m, s)
     torch.testing.assert_close(alpha.view(B, T, K), weights, atol=1e-6, rtol=1e-5)
     assert torch.allclose(alpha.sum(-1), torch.ones(B * T))
 
@@ -70,7 +77,7 @@ def test_fused_two_phase_loop_equals_sequential(make_model, make_tokens, residua
     with torch.no_grad():
         expected = model(tokens, depth_impl="sequential").logits
         v0 = model.wte(tokens) + model.wpe(torch.arange(tokens.shape[1]))
-        logits = model.readout(kernels.fused_two_phase(model, v0, backend="torch"))
+        logits = model.readout(kernels.fused_two_phase(v0, model.two_phase_plan(), backend="torch"))
     torch.testing.assert_close(logits, expected, atol=1e-5, rtol=1e-5)
 
 
@@ -167,7 +174,7 @@ def test_fused_model_path_equals_sequential_on_cuda(make_model, make_tokens, res
         assert kernels.fused_applicable(v0)
         expected = model(tokens, depth_impl="sequential").logits
         fused = model(tokens, depth_impl="fused").logits
-        looped = model.readout(kernels.fused_two_phase(model, v0, backend="triton"))
+        looped = model.readout(kernels.fused_two_phase(v0, model.two_phase_plan(), backend="triton"))
     torch.testing.assert_close(fused, expected, atol=1e-4, rtol=1e-4)
     torch.testing.assert_close(looped, expected, atol=1e-4, rtol=1e-4)
 
@@ -216,7 +223,7 @@ def test_default_path_equals_sequential(make_model, make_tokens, residual, S):
 
 def test_folded_queries_match_each_site(make_model):
     model = make_model("block", S=3)
-    rows = kernels.folded_queries(model)
+    rows = model.folded_queries()
     for l in range(1, model.config.n_sublayers + 2):
         torch.testing.assert_close(rows[l - 1], model.site(l).folded_query().float())
 
@@ -247,7 +254,7 @@ def test_fused_loop_with_more_queries_than_one_launch_holds(make_model, make_tok
     with torch.no_grad():
         expected = model(tokens, depth_impl="sequential").logits
         v0 = model.wte(tokens) + model.wpe(torch.arange(tokens.shape[1]))
-        logits = model.readout(kernels.fused_two_phase(model, v0, backend="torch"))
+        logits = model.readout(kernels.fused_two_phase(v0, model.two_phase_plan(), backend="torch"))
     torch.testing.assert_close(logits, expected, atol=1e-5, rtol=1e-5)
 
 
@@ -277,7 +284,7 @@ def test_fused_loop_drives_the_launcher_in_place(monkeypatch, make_model, make_t
     with torch.no_grad():
         expected = model(tokens, depth_impl="sequential").logits
         v0 = model.wte(tokens) + model.wpe(torch.arange(tokens.shape[1]))
-        logits = model.readout(kernels.fused_two_phase(model, v0, backend="triton"))
+        logits = model.readout(kernels.fused_two_phase(v0, model.two_phase_plan(), backend="triton"))
     torch.testing.assert_close(logits, expected, atol=1e-5, rtol=1e-5)
     assert any(calls) and not all(calls)  # both phases ran
 
@@ -289,7 +296,7 @@ def test_fused_loop_under_autocast_keeps_bf16_sources(make_model, make_tokens):
     with torch.no_grad(), torch.autocast("cpu", dtype=torch.bfloat16):
         expected = model(tokens, depth_impl="sequential").logits.float()
         v0 = model.wte(tokens) + model.wpe(torch.arange(tokens.shape[1]))
-        h = kernels.fused_two_phase(model, v0, backend="torch")
+        h = kernels.fused_two_phase(v0, model.two_phase_plan(), backend="torch")
         logits = model.readout(h).float()
     assert h.dtype == torch.float32
     assert (logits - expected).abs().max() < 0.05 * expected.abs().max()

@@ -272,7 +272,7 @@ def test_two_phase_equals_sequential(make_model, make_tokens, rule):
 
 @attnres_rules
 def test_mixer_with_shared_keys_equals_the_literal_mixer_path(make_model, make_tokens, rule):
-    """depth_impl="two_phase" with a mixer normalises each source once; the weights it hands the
+    """A mixer run with shared_keys normalises each source once; the weights it hands the
     mixer and the logits equal the literal path's to rounding, with the same sources."""
     model, tokens = make_model(*rule), make_tokens(B=2, T=12)
     seen = {"literal": {}, "shared": {}}
@@ -285,7 +285,7 @@ def test_mixer_with_shared_keys_equals_the_literal_mixer_path(make_model, make_t
         return mixer
 
     literal = model(tokens, mixer=recorder("literal")).logits
-    shared = model(tokens, mixer=recorder("shared"), depth_impl="two_phase").logits
+    shared = model(tokens, mixer=recorder("shared"), shared_keys=True).logits
     torch.testing.assert_close(shared, literal, atol=1e-5, rtol=1e-5)
     torch.testing.assert_close(literal, model(tokens, depth_impl="sequential").logits, atol=0, rtol=0)
     assert seen["literal"].keys() == seen["shared"].keys() == set(range(1, L + 2))

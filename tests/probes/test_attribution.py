@@ -218,7 +218,7 @@ def whole_model_attribution(model, text: str, n_steps: int):
             return torch.einsum("btk,kbtd->btd", weights, read)
 
         n = gates.shape[0]
-        logits = model(tokens.expand(n, -1), mixer=mixer, depth_impl="two_phase").logits
+        logits = model(tokens.expand(n, -1), mixer=mixer, shared_keys=True).logits
         return logits[:, -1].log_softmax(-1)[:, target]
 
     ones = torch.ones(1, offsets[-1])
