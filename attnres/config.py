@@ -28,6 +28,8 @@ BLOCK_FAMILIES = {
 }
 BLOCK_NAMES = {"gpt": "GPT", "llama": "Llama-style (RoPE, SwiGLU)"}  # what a person reads
 READOUTS = ("attnres", "none", "sum")
+# Fields added after the first checkpoints; the fingerprint leaves them out at their defaults.
+LATER_FIELDS = (*FAMILY_FIELDS, "readout", "first_block_has_embedding")
 
 # Bounds that keep a hostile config.json from allocating the machine away.
 LIMITS = {
@@ -255,8 +257,8 @@ class ModelConfig:
     def fingerprint(self) -> str:
         """Short stable hash of the architecture, to tell runs apart in reports."""
         defaults = {f.name: f.default for f in dataclasses.fields(self)}
-        fields = {  # block-family fields at their defaults left out: older fingerprints unchanged
-            k: v for k, v in self.to_dict().items() if k not in FAMILY_FIELDS or v != defaults[k]
+        fields = {  # later fields at their defaults left out: older fingerprints unchanged
+            k: v for k, v in self.to_dict().items() if k not in LATER_FIELDS or v != defaults[k]
         }
         text = json.dumps(fields, sort_keys=True)
         return hashlib.sha256(text.encode()).hexdigest()[:12]
