@@ -16,6 +16,8 @@ from dataclasses import dataclass
 
 @dataclass(frozen=True)
 class Encoding:
+    """A text's token ids and the pieces of it that no id stands for."""
+
     ids: list[int]
     unknown: tuple[str, ...]  # distinct characters that were not in the vocabulary
 
@@ -49,9 +51,11 @@ class CharTokenizer:
         return Encoding([self.stoi.get(ch, unk_id) for ch in text], tuple(unknown))
 
     def encode(self, text: str) -> list[int]:
+        """Token ids of text (unknown pieces replaced, see ``encode_report``)."""
         return self.encode_report(text).ids
 
     def decode(self, ids) -> str:
+        """The text of a sequence of ids."""
         return "".join(self.vocab[int(i)] if 0 <= int(i) < len(self.vocab) else "\ufffd" for i in ids)
 
     def token_strings(self, ids) -> list[str]:
@@ -59,6 +63,7 @@ class CharTokenizer:
         return [self.decode([i]) for i in ids]
 
     def to_dict(self) -> dict:
+        """The ``tokenizer`` entry of config.json that rebuilds this tokenizer."""
         return {"type": "char", "vocab": self.vocab}
 
 
@@ -94,20 +99,23 @@ class IdTokenizer:
         return Encoding([0 if i is None else i for i in ids], tuple(sorted(unknown)))
 
     def encode(self, text: str) -> list[int]:
+        """Token ids of text (unknown pieces replaced, see ``encode_report``)."""
         return self.encode_report(text).ids
 
     def decode(self, ids) -> str:
+        """The text of a sequence of ids."""
         if self.mode == "bytes":
             return bytes(int(i) % 256 for i in ids).decode("utf-8", errors="replace")
         return " ".join(str(int(i)) for i in ids)
 
     def token_strings(self, ids) -> list[str]:
-        """Display string of each id: the number, or the byte as a character (``\\xNN`` if unprintable)."""
+        r"""Display string of each id: the number, or the byte as a character (``\\xNN`` if unprintable)."""
         if self.mode == "numbers":
             return [str(int(i)) for i in ids]
         return [chr(int(i)) if 32 <= int(i) < 127 else f"\\x{int(i) % 256:02x}" for i in ids]
 
     def to_dict(self) -> dict:
+        """The ``tokenizer`` entry of config.json that rebuilds this tokenizer."""
         return {"type": "ids", "mode": self.mode, "vocab_size": self.vocab_size}
 
 

@@ -199,7 +199,8 @@ class ModelConfig:
     @property
     def hidden(self) -> int:
         """MLP hidden width; a gated MLP defaults to 8/3 d_model rounded up to a multiple of 8
-        (Llama's choice: its three matrices then hold as many weights as a plain 4 d_model MLP)."""
+        (Llama's choice: its three matrices then hold as many weights as a plain 4 d_model MLP).
+        """
         if self.d_mlp:
             return self.d_mlp
         return 4 * self.d_model if self.mlp == "plain" else 8 * -(-8 * self.d_model // 24)

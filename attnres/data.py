@@ -22,6 +22,8 @@ SUFFIX = "_gut.txt"
 
 @dataclass(frozen=True)
 class Corpus:
+    """The character corpus, split by work into training and validation ids."""
+
     train: np.ndarray  # [N_train] uint8 character ids
     val: np.ndarray  # [N_val] uint8 character ids
     tokenizer: CharTokenizer

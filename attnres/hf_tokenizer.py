@@ -91,9 +91,11 @@ class HFTokenizer:
         return Encoding(list(enc.ids), tuple(sorted(unknown)))
 
     def encode(self, text: str) -> list[int]:
+        """Token ids of text (see ``encode_report``)."""
         return self.encode_report(text).ids
 
     def decode(self, ids) -> str:
+        """The text of a sequence of ids (special tokens kept)."""
         return self.tokenizer.decode([int(i) for i in ids], skip_special_tokens=False)
 
     def token_strings(self, ids) -> list[str]:
@@ -101,6 +103,7 @@ class HFTokenizer:
         return [self.decode([i]) for i in ids]
 
     def to_dict(self) -> dict:
+        """The ``tokenizer`` entry of config.json (the file is written by ``write_files``)."""
         return {"type": "hf", "file": TOKENIZER_FILE}
 
     def write_files(self, directory) -> None:

@@ -43,7 +43,7 @@ class ImportReport:
             raise ValueError("mapped holds (foreign key, our key) pairs")
 
     def key_counts(self) -> str:
-        """ "N mapped, N ignored, N missing, N tied"."""
+        """The key counts as one phrase: "N mapped, N ignored, N missing, N tied"."""
         counts = (len(self.mapped), len(self.ignored), len(self.missing), len(self.tied))
         return ", ".join(
             f"{n} {what}" for n, what in zip(counts, ("mapped", "ignored", "missing", "tied"), strict=True)

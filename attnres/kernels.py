@@ -122,7 +122,8 @@ def depth_attend(
 
 def _attend_into(sources: Tensor, queries: Tensor, eps: float, out: State, *, resume: bool, triton: bool):
     """Depth softmax of queries [G, d] over sources [K, N, d], written into out = (h, m, s);
-    resume: continue from the state already in out (phase 2, in place). No allocation on Triton."""
+    resume: continue from the state already in out (phase 2, in place). No allocation on Triton.
+    """
     for c in _query_chunks(queries.shape[0]):
         part = out if queries.shape[0] <= MAX_QUERIES_PER_LAUNCH else tuple(x[c] for x in out)
         if triton:
@@ -239,6 +240,7 @@ class GraphedForward:
             return self.model(self.tokens, depth_impl=self.depth_impl).logits
 
     def __call__(self, tokens: Tensor) -> Tensor:
+        """Replays the graph on new tokens of the captured shape; returns the (reused) logits."""
         self.tokens.copy_(tokens)
         self.graph.replay()
         return self.logits

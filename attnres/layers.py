@@ -14,9 +14,11 @@ from .config import ModelConfig
 class RMSNorm(nn.RMSNorm):
     """nn.RMSNorm run in its gain's dtype. Under bf16 autocast a depth mix can hand it a bf16 input
     with an fp32 gain, and PyTorch then skips its fused kernel ("Mismatch dtype between input and
-    weight"); autocast treats LayerNorm the same way (fp32). A no-op in fp32."""
+    weight"); autocast treats LayerNorm the same way (fp32). A no-op in fp32.
+    """
 
     def forward(self, x: Tensor) -> Tensor:
+        """x [B, T, d] -> [B, T, d]."""
         return super().forward(x.to(self.weight.dtype))
 
 
@@ -29,7 +31,8 @@ def make_norm(config: ModelConfig) -> nn.Module:
 
 def rotary_angles(T: int, d_head: int, config: ModelConfig, device) -> tuple[Tensor, Tensor]:
     """cos and sin [T, d_head] of RoPE: position t turns pair (j, j + d_head/2) by t * f_j, with
-    f_j = rope_theta^(-2j / d_head) / rope_linear_factor (fp32, as Llama computes them)."""
+    f_j = rope_theta^(-2j / d_head) / rope_linear_factor (fp32, as Llama computes them).
+    """
     exponent = torch.arange(0, d_head, 2, dtype=torch.int64, device=device).float() / d_head
     freq = 1.0 / (config.rope_theta**exponent) / config.rope_linear_factor  # [d_head / 2]
     angles = torch.outer(torch.arange(T, device=device).float(), freq)  # [T, d_head / 2]
@@ -45,7 +48,8 @@ def rotate(x: Tensor, cos: Tensor, sin: Tensor) -> Tensor:
 
 class CausalSelfAttention(nn.Module):
     """Causal multi-head attention. With n_kv_head < n_head it is grouped-query attention (each
-    key/value head serves n_head / n_kv_head query heads); c_attn holds [q; k; v] stacked."""
+    key/value head serves n_head / n_kv_head query heads); c_attn holds [q; k; v] stacked.
+    """
 
     def __init__(self, config: ModelConfig):
         super().__init__()
@@ -60,6 +64,7 @@ class CausalSelfAttention(nn.Module):
             self.k_norm = RMSNorm(self.d_head, eps=config.q_k_norm_eps)
 
     def forward(self, x: Tensor) -> Tensor:
+        """x [B, T, d] -> [B, T, d]."""
         B, T, _ = x.shape
         q, k, v = self.c_attn(x).split(self.widths, dim=2)
         q, k, v = (t.view(B, T, -1, self.d_head) for t in (q, k, v))  # [B, T, heads, hd]
@@ -77,7 +82,8 @@ class CausalSelfAttention(nn.Module):
 
 class MLP(nn.Module):
     """c_proj(act(c_fc x)), or gated (mlp="gated"): c_fc holds [gate; up] and the output is
-    c_proj(act(gate x) * up x); with activation "silu" that is Llama's SwiGLU."""
+    c_proj(act(gate x) * up x); with activation "silu" that is Llama's SwiGLU.
+    """
 
     def __init__(self, config: ModelConfig):
         super().__init__()
@@ -89,6 +95,7 @@ class MLP(nn.Module):
         ]
 
     def forward(self, x: Tensor) -> Tensor:
+        """x [B, T, d] -> [B, T, d]."""
         if self.gated:
             gate, up = self.c_fc(x).chunk(2, dim=-1)
             return self.c_proj(self.act(gate) * up)
@@ -141,7 +148,9 @@ class Block(nn.Module):
             self.mlp_res = DepthAttention(config)  # site 2i+2
 
     def attention(self, h: Tensor) -> Tensor:
+        """v_l = f_l(Norm_l(h_l)) for the attention sublayer (l odd)."""
         return self.drop(self.attn(self.attn_norm(h)))  # v_l = f_l(Norm_l(h_l)), l odd
 
     def feedforward(self, h: Tensor) -> Tensor:
+        """v_l = f_l(Norm_l(h_l)) for the MLP sublayer (l even)."""
         return self.drop(self.mlp(self.mlp_norm(h)))  # v_l = f_l(Norm_l(h_l)), l even

@@ -251,7 +251,8 @@ class Model(nn.Module):
 
     def _fixed_readout(self, l: int, stacked: Tensor) -> Tensor | None:
         """A peer's readout without a learned query (config.readout "none" / "sum"): its fixed weights
-        [B, T, K] over the blocks (sources.py); None at every other site."""
+        [B, T, K] over the blocks (sources.py); None at every other site.
+        """
         fixed = SourceRule.of(self.config).readout_coefficients()
         if l <= self.config.n_sublayers or fixed is None:
             return None
@@ -390,7 +391,8 @@ def _merge(phase1: _Phase1, query: Tensor, inner: list[tuple[Tensor, Tensor]]) -
 
 def _peer_conventions(config: ModelConfig) -> bool:
     """A fixed readout, an embedding inside block 1 or a recency bias: the two-phase and fused paths
-    run ours only."""
+    run ours only.
+    """
     return config.readout != "attnres" or config.first_block_has_embedding or config.depth_recency_bias
 
 
@@ -402,6 +404,7 @@ def _unit_rms(x: Tensor, eps: float) -> Tensor:
 
 def empty_model(config: ModelConfig, tokenizer=None) -> Model:
     """A Model on the meta device, no initialisation run: its shapes, for loading weights into
-    (``load_state_dict(..., assign=True)``) or for counting parameters."""
+    (``load_state_dict(..., assign=True)``) or for counting parameters.
+    """
     with torch.device("meta"), SkipInit():
         return Model(config, tokenizer)

@@ -60,7 +60,8 @@ def upload_suffix(name_or_suffix: str) -> str:
 
 class TemporaryCheckpoint:
     """An uploaded file saved as ``<fresh private directory>/upload<suffix>``; a context manager
-    that removes the directory on exit. ``path`` is what to give ``load_model``."""
+    that removes the directory on exit. ``path`` is what to give ``load_model``.
+    """
 
     def __init__(self, data: bytes, suffix: str):
         self.suffix = upload_suffix(suffix)

@@ -41,6 +41,8 @@ from .model import Model
 
 @dataclass
 class TrainArgs:
+    """The command line of ``python -m attnres.train`` (``parse_args``), one field per flag."""
+
     out: str
     residual: str = "prenorm"
     attnres_block_size: int | None = None
@@ -159,7 +161,8 @@ def train_step(net, model: Model, optimizer, x, y, grad_clip: float, autocast) -
         net: what runs the forward pass (the model, or its DistributedDataParallel wrapper).
         model: the model itself (for gradient norms and clipping).
         optimizer: from ``make_optimizer``.
-        x: input ids [B, T]; y: target ids [B, T], on the model's device.
+        x: input ids [B, T], on the model's device.
+        y: target ids [B, T], on the model's device.
         grad_clip: global gradient-norm clip.
         autocast: a context from ``autocast_for``.
 
@@ -200,6 +203,7 @@ class Distributed:
         return t.item() / self.world
 
     def close(self) -> None:
+        """Ends the process group (when one was started)."""
         if self.enabled:
             dist.destroy_process_group()
 
@@ -400,6 +404,7 @@ def _finish(args, model, corpus, device, started, ddp) -> dict:
 
 
 def main(argv=None) -> None:
+    """The command line: trains one model and prints its summary."""
     args = parse_args(argv)
     summary = train(args)
     rank = int(os.environ.get("RANK", 0))

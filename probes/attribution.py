@@ -126,7 +126,8 @@ class _GatedModel:
 
 def _route_means(tr, positions: Tensor) -> Tensor:
     """[B, G, d] every (site, source) route's mean over the real tokens at or before the explained
-    position, in the gates' order (sites 1..L+1, sources in label order)."""
+    position, in the gates' order (sites 1..L+1, sources in label order).
+    """
     T = tr.batch.tokens.shape[1]
     upto = tr.batch.mask & (torch.arange(T, device=positions.device)[None, :] <= positions[:, None])
     w = upto.to(tr.embedding.dtype)[None, :, :, None]  # [1, B, T, 1]
@@ -178,7 +179,11 @@ def attribution_estimates(
     ``steps[0]`` evaluations, so a page can show it early and refine it.
 
     Args:
-        model, inputs, positions, targets, internal_batch_size: as in ``gate_attribution``.
+        model: an ``attnres.Model``, as in ``gate_attribution``.
+        inputs: the prompt(s), as in ``gate_attribution``.
+        positions: the explained positions, as in ``gate_attribution``.
+        targets: the explained tokens, as in ``gate_attribution``.
+        internal_batch_size: rows per evaluation, as in ``gate_attribution``.
         steps: the step counts to try, in order.
         tolerance: stop after the first estimate whose ``relative_error()`` is below it for every
             prompt (see ``GateAttribution.relative_error``).
@@ -208,7 +213,8 @@ def attribution_estimates(
 
 class _Problem:
     """What every integral of one (model, prompt, positions, targets) shares: the trace, the route
-    means, the explained positions and targets, and the gated function."""
+    means, the explained positions and targets, and the gated function.
+    """
 
     def __init__(self, model, inputs, positions, targets):
         self.tr, self.tokens, self.pos, self.tgt, self.counts, self.means = _explained(
@@ -270,7 +276,8 @@ class _Problem:
 @dataclass(frozen=True)
 class RouteAblation(ProbeResult):
     """The target's log-probability when one route of one site reads its source's prompt mean (gate 0
-    for that route alone, every other gate 1): the occlusion counterpart of GateAttribution."""
+    for that route alone, every other gate 1): the occlusion counterpart of GateAttribution.
+    """
 
     residual: str
     site: int  # the consuming site l
@@ -300,7 +307,8 @@ def route_ablation(model, inputs, site: int, positions=None, targets=None) -> Ro
         model: an ``attnres.Model``.
         inputs: text, Prompt(s), a Batch or token ids (see ``make_batch``).
         site: the consuming site l = 1..L+1.
-        positions, targets: as in ``gate_attribution`` (default: last real token, top-1 prediction).
+        positions: as in ``gate_attribution`` (default: each prompt's last real token).
+        targets: as in ``gate_attribution`` (default: the top-1 prediction there).
 
     Returns:
         RouteAblation.

@@ -150,7 +150,8 @@ def _scatter(stats: dict[str, Tensor], positions: Tensor, B: int, T: int) -> dic
 
 def _read_positions(batch: Batch, positions) -> Tensor:
     """[P, 2] (prompt, position) pairs: every real token, or the given positions of every prompt
-    (negative positions count from each prompt's last real token)."""
+    (negative positions count from each prompt's last real token).
+    """
     real = batch.mask.clone()
     if positions is not None:
         T, lengths = batch.mask.shape[1], batch.mask.sum(1)

@@ -109,7 +109,8 @@ def _residual(model: dict, attnres: dict, source: Path) -> str:
 
 def _block_size(n_layers: int, num_blocks, source: Path) -> int:
     """S in sublayers, when its split (extra layers to the first blocks) is ours: equal blocks,
-    only the last one possibly shorter."""
+    only the last one possibly shorter.
+    """
     if not isinstance(num_blocks, int) or isinstance(num_blocks, bool) or not 1 <= num_blocks <= n_layers:
         raise CheckpointError(
             f"{source}: attnres.num_blocks must be an integer in 1..{n_layers}, got {num_blocks!r}."

@@ -62,7 +62,8 @@ def tie_head(
 ) -> tuple[bool, list[str]]:
     """Decides weight tying from the tensors: an absent or identical lm_head is tied to wte.
 
-    Returns (tied, the report's ``tied`` entries)."""
+    Returns (tied, the report's ``tied`` entries).
+    """
     head, wte = ours.get("lm_head.weight"), ours.get("wte.weight")
     if head is None:
         if tied_by_config is False:
@@ -111,6 +112,7 @@ def finish(fields: dict, ours: dict, source: Path, tokenizer, allow_nonfinite: b
 
 
 def steps_of(data: dict) -> int | None:
+    """The optimisation steps a nanoGPT checkpoint records (``iter_num``), if it is an integer."""
     steps = data.get("iter_num")
     return steps if isinstance(steps, int) and not isinstance(steps, bool) else None
 
@@ -161,7 +163,8 @@ def read_hf_config(directory: Path, name: str = CONFIG_FILE) -> dict:
 
 def hf_fields(raw: dict, path: Path) -> dict:
     """Our ModelConfig fields from an HF GPT-2 config.json (model_type "gpt2", which the loader
-    checked); refuses options we do not run."""
+    checked); refuses options we do not run.
+    """
     activation = raw.get("activation_function", "gelu_new")
     if activation not in HF_ACTIVATIONS:
         raise CheckpointError(
@@ -190,7 +193,8 @@ def hf_fields(raw: dict, path: Path) -> dict:
 
 def hf_weights(directory: Path) -> tuple[dict, Path]:
     """model.safetensors, else its shards (model.safetensors.index.json), else pytorch_model.bin
-    read with weights_only=True."""
+    read with weights_only=True.
+    """
     if (directory / "model.safetensors").is_file():
         return read_safetensors(directory / "model.safetensors"), directory / "model.safetensors"
     if (directory / SHARD_INDEX).is_file():

@@ -39,7 +39,8 @@ def hf_cache_dir() -> Path:
 
 def cached_models(cache: Path | None = None) -> list[CachedModel]:
     """Every model in the cache with a config.json and weights, one snapshot each (``main`` if it is
-    there, else the newest), sorted by repo id; an absent or unreadable cache gives ``[]``."""
+    there, else the newest), sorted by repo id; an absent or unreadable cache gives ``[]``.
+    """
     from huggingface_hub import scan_cache_dir  # noqa: PLC0415 (only the inspector lists the cache)
 
     cache = hf_cache_dir() if cache is None else Path(cache)

@@ -32,6 +32,7 @@ class Rule:
     transpose: bool = False
 
     def key(self, match: re.Match, n_layer: int) -> str:
+        """Our key for a foreign key this rule matched."""
         return self.target(match, n_layer) if callable(self.target) else match.expand(self.target)
 
 
@@ -138,7 +139,8 @@ def strip_prefixes(state: dict, prefixes=("_orig_mod.", "module.")) -> dict:
 
 def query_vectors(state: dict, pattern: re.Pattern, d: int, source: Path) -> dict:
     """Depth queries stored as ``nn.Linear(d, 1)`` weights [1, d] (keys matching ``pattern``) become
-    vectors [d] under ``name[0]``, the name the peers' rule tables map."""
+    vectors [d] under ``name[0]``, the name the peers' rule tables map.
+    """
     out = {}
     for name, value in state.items():
         if pattern.fullmatch(name):

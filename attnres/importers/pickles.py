@@ -26,7 +26,8 @@ MAX_META_BYTES = 10_000_000
 
 def _refusal_reason(exc: Exception) -> str:
     """Our own words for why torch's restricted unpickler refused a file (torch's text advises an
-    unsafe retry, which we never want to pass on)."""
+    unsafe retry, which we never want to pass on).
+    """
     text = str(exc)
     found = re.search(r"GLOBAL ([\w.]+)", text) or re.search(r"but got <class '([\w.]+)'>", text)
     if found:
@@ -44,7 +45,8 @@ NUMPY_NUMBER_DTYPES = tuple(
 
 def _numpy_array_globals() -> tuple[dict[str, object], list]:
     """The globals a pickled plain numpy array refers to, by the names files use (numpy 1 and 2),
-    and the dtype classes its dtype may be built as."""
+    and the dtype classes its dtype may be built as.
+    """
     import numpy as np  # noqa: PLC0415 (only for files that hold numpy arrays)
 
     core = np._core if hasattr(np, "_core") else np.core
@@ -61,7 +63,8 @@ def _numpy_array_globals() -> tuple[dict[str, object], list]:
 
 def _load_weights_only(path: Path):
     """torch.load(weights_only=True), with plain numpy arrays allow-listed when those are the
-    only other globals in the file (checked before anything is unpickled)."""
+    only other globals in the file (checked before anything is unpickled).
+    """
     try:
         return torch.load(path, map_location="cpu", weights_only=True)
     except pickle.UnpicklingError:

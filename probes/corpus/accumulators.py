@@ -121,7 +121,8 @@ class CoMoments(Moments):
 
     def pooled(self, axis: int, present: Tensor) -> CoMoments:
         """The co-moments of all cells along ``axis`` taken together (present: bool, which cells
-        exist), merged exactly from the per-cell ones (Chan's update over cells)."""
+        exist), merged exactly from the per-cell ones (Chan's update over cells).
+        """
         w = present.to(self.n.dtype)
         n_k = self.n * w
         n = n_k.sum(axis)
