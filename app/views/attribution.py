@@ -7,11 +7,11 @@ from __future__ import annotations
 import streamlit as st
 
 import figures
-from app import state
+from app import progressive, state
 from app.charts import chart, table
 from app.common import Settings, encode, header, need_models, plain, probe, sidebar, token_select
-from app.models import ModelEntry
-from probes.attribution import DEFAULT_IG_STEPS
+from app.models import ModelEntry, get_model
+from probes.attribution import DEFAULT_IG_STEPS, REFINEMENT_STEPS, attribution_estimates
 
 BUTTONS = {
     "zero_source": "Ablate this source",
@@ -20,7 +20,10 @@ BUTTONS = {
     "plain_sum": "Plain residual",
 }
 STEPS = [16, 32, 64, 128]
-STEPS_HELP = "Gauss-Legendre steps of the integral; the caption shows how far the sum is from exact."
+STEPS_HELP = (
+    "Gauss-Legendre steps of the integral at most: the page starts with fewer and refines until the "
+    "sum is within 1% of exact; the caption shows how far it is."
+)
 UNCONVERGED = 0.01  # relative completeness error above which the page asks for more steps
 HISTORY = "ablations"  # session-state list of (model key, prompt, site, mode, source)
 LAST = -1  # position selector value meaning "the prompt's last token"
@@ -47,18 +50,75 @@ def position_choice(tokens: tuple[str, ...]) -> int:
     return len(tokens) - 1 if chosen == LAST else chosen
 
 
+def refinement_plan(most: int) -> list[int]:
+    """The step counts the page tries in turn: the refinement rule's below ``most``, then ``most``."""
+    return [n for n in REFINEMENT_STEPS if n < most] + [most]
+
+
+def best_estimate(key: tuple, plan: list[int]):
+    """(the finest stored estimate along the plan or None, the next step count to compute or None)."""
+    best = None
+    for n_steps in plan:
+        estimate = progressive.result((*key, n_steps))
+        if estimate is None:
+            return best, n_steps
+        best = estimate
+        if estimate.relative_error()[0] < UNCONVERGED:
+            return best, None
+    return best, None
+
+
+def refine(entry: ModelEntry, settings: Settings, key: tuple, position: int, n_steps: int, box) -> None:
+    """Computes the next estimate under a progress bar and Stop button (in box), then reruns the page."""
+
+    def compute(report):
+        model = get_model(entry, settings.device, settings.dtype)
+        estimates = attribution_estimates(
+            model, settings.prompt, positions=position, steps=(n_steps,), on_progress=report
+        )
+        return next(estimates)
+
+    what = f"Integrated gradients for {entry.name}, {n_steps} steps"
+    estimate = progressive.run(key, what, compute, where=box)
+    if estimate is not None:
+        progressive.keep((*key, n_steps), estimate)
+        st.rerun()
+
+
 def render_attribution(entry: ModelEntry, settings: Settings):
-    """Attribution per source of the chosen site beside its routing weight; returns the result."""
+    """Attribution per source of the chosen site beside its routing weight.
+
+    Returns (the estimate drawn or None, the chosen (site, source) or None, a function that
+    computes the next estimate, to call once the rest of the page is drawn, or None). The integral is
+    refined step count by step count (``refinement_plan``) until its completeness error is under
+    UNCONVERGED: each estimate is drawn as soon as it exists, the next one runs under a progress
+    bar with a Stop button.
+    """
     state.init("n_steps", DEFAULT_IG_STEPS, state.choice_of(STEPS), parse=int)
-    st.select_slider("Integration steps", STEPS, key="n_steps", help=STEPS_HELP)
+    st.select_slider("Integration steps (at most)", STEPS, key="n_steps", help=STEPS_HELP)
     state.keep("n_steps")
     prompt = encode(entry, settings)
     if prompt is None:
-        return None, None
+        return None, None, None
     position = position_choice(prompt.tokens)
-    attr = probe("gate_attribution", entry, settings, n_steps=st.session_state["n_steps"], positions=position)
-    if attr is None:
-        return None, None
+    box = st.container()
+    key = ("attribution", entry.key, settings.device, settings.dtype, settings.prompt, position)
+    attr, next_steps = best_estimate(key, refinement_plan(st.session_state["n_steps"]))
+    if next_steps is not None and progressive.is_stopped(key):
+        done = f"at {attr.n_steps} steps" if attr is not None else "before a first estimate"
+        progressive.stopped_notice(key, f"Integrated gradients stopped {done}.", where=box)
+        next_steps = None
+    choice = None
+    if attr is not None:
+        choice = draw_attribution(entry, settings, attr, prompt, position, refining=next_steps is not None)
+    if next_steps is None:
+        return attr, choice, None
+    return attr, choice, lambda: refine(entry, settings, key, position, next_steps, box)
+
+
+def draw_attribution(entry: ModelEntry, settings: Settings, attr, prompt, position: int, refining: bool):
+    """The site and source selectors, caption, convergence warning and two charts of one estimate;
+    returns the chosen (site, source)."""
     site, source = site_and_source(attr)
     st.caption(
         plain(
@@ -68,10 +128,11 @@ def render_attribution(entry: ModelEntry, settings: Settings):
             "(gate 0) to the source itself (gate 1); the orange bars set one route alone to its mean. "
             "Attributions sum to log p(model) − log p(means) "
             f"= {attr.logprob_model[0] - attr.logprob_baseline[0]:+.3f} nats, "
-            f"to within {abs(attr.convergence_delta[0]):.1e} at {attr.n_steps} steps."
+            f"to within {abs(attr.convergence_delta[0]):.1e} at {attr.n_steps} steps"
+            + (" (refining)." if refining else ".")
         )
     )
-    if attr.relative_error()[0] > UNCONVERGED:
+    if attr.relative_error()[0] > UNCONVERGED and not refining:
         advice = "Raise the integration steps." if attr.n_steps < STEPS[-1] else "Read them as approximate."
         st.warning(
             f"The integral has not converged: the attributions miss the total by "
@@ -87,7 +148,7 @@ def render_attribution(entry: ModelEntry, settings: Settings):
         )
     with right:
         chart(figures.attribution_heatmap(attr), "attribution_all", data=attr)
-    return attr, (site, source)
+    return site, source
 
 
 def _request(entry: ModelEntry, settings: Settings, site: int, source: str, mode: str) -> None:
@@ -134,9 +195,11 @@ def main() -> None:
     if not need_models(settings):
         return
     entry = settings.models[0]
-    attr, choice = render_attribution(entry, settings)
+    attr, choice, pending = render_attribution(entry, settings)
     if attr is not None:
         render_ablation(entry, settings, *choice)
+    if pending is not None:
+        pending()
 
 
 if __name__ == "__main__":
