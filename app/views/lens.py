@@ -5,9 +5,10 @@ from __future__ import annotations
 import streamlit as st
 
 import figures
-from app import state
+import probes
+from app import progressive, state
 from app.charts import chart, table
-from app.common import MAX_PROMPT_CHARS, encode, header, need_models, plain, probe, sidebar
+from app.common import MAX_PROMPT_CHARS, encode, header, need_models, plain, sidebar
 from app.models import get_model
 
 METRICS = {
@@ -41,10 +42,31 @@ def main() -> None:
         render_model(i, entry, settings)
 
 
+def read_lens(entry, settings):
+    """The lens of the sites the page draws (not the sources), cached per model and prompt; computed
+    chunk by chunk under a progress bar with a Stop button."""
+    key = ("logit_lens", entry.key, settings.device, settings.dtype, settings.prompt)
+    lens = progressive.result(key)
+    if lens is not None:
+        return lens
+    if progressive.is_stopped(key):
+        progressive.stopped_notice(key, f"The logit lens of {entry.name} was stopped.")
+        return None
+
+    def compute(report):
+        model = get_model(entry, settings.device, settings.dtype)
+        return probes.logit_lens(model, settings.prompt, sources=False, on_chunk=report)
+
+    lens = progressive.run(key, f"Logit lens of {entry.name}", compute)
+    if lens is not None:
+        progressive.keep(key, lens)
+    return lens
+
+
 def render_model(i: int, entry, settings) -> None:
     """One model's heatmap over the prompt, then its table of top predictions at one position."""
     prompt = encode(entry, settings)
-    lens = probe("logit_lens", entry, settings, sources=False) if prompt is not None else None  # not drawn
+    lens = read_lens(entry, settings) if prompt is not None else None
     if lens is None:
         return
     tokenizer = get_model(entry).tokenizer
