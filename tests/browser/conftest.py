@@ -7,6 +7,7 @@ Without /usr/bin/chromium or the playwright package the browser tests are skippe
 
 from __future__ import annotations
 
+import contextlib
 import os
 import re
 import signal
@@ -87,12 +88,12 @@ def _stop(process: subprocess.Popen) -> None:
         process.wait(timeout=10)
 
 
-@pytest.fixture(scope="session")
-def app_url(playwright_api):
-    """Base URL of a Streamlit server running the app, shared by every browser test."""
+@contextlib.contextmanager
+def serve(name: str, env: dict | None = None):
+    """A Streamlit server running the app with extra environment variables; yields its base URL."""
     port = _free_port()
     OUTPUT.mkdir(exist_ok=True)
-    log_path = OUTPUT / "browser-server.log"
+    log_path = OUTPUT / f"{name}.log"
     command = [
         sys.executable, "-m", "streamlit", "run", "app/streamlit_app.py",
         "--server.headless", "true", "--server.address", "127.0.0.1", "--server.port", str(port),
@@ -100,8 +101,9 @@ def app_url(playwright_api):
     ]  # fmt: skip
     with open(log_path, "wb") as log:
         process = subprocess.Popen(
-            command, cwd=REPO_ROOT, stdout=log, stderr=subprocess.STDOUT, start_new_session=True
-        )
+            command, cwd=REPO_ROOT, stdout=log, stderr=subprocess.STDOUT, start_new_session=True,
+            env={**os.environ, **(env or {})},
+        )  # fmt: skip
     url = f"http://127.0.0.1:{port}"
     try:
         deadline = time.monotonic() + START_TIMEOUT_S
@@ -113,6 +115,13 @@ def app_url(playwright_api):
         yield url
     finally:
         _stop(process)
+
+
+@pytest.fixture(scope="session")
+def app_url(playwright_api):
+    """Base URL of a Streamlit server running the app, shared by every browser test."""
+    with serve("browser-server") as url:
+        yield url
 
 
 @pytest.fixture(scope="session")
@@ -240,6 +249,7 @@ def screenshot(page, name: str) -> Path:
 def ui() -> SimpleNamespace:
     """The helpers of this module, for tests (conftest is not importable under importlib mode)."""
     return SimpleNamespace(
+        serve=serve,
         SHORT_PROMPT=SHORT_PROMPT,
         SHIPPED=SHIPPED,
         url_of=url_of,
