@@ -260,3 +260,16 @@ def test_an_exception_from_the_progress_callback_stops_the_integral(make_model):
     model = make_model("full", None, n_layer=2)
     with pytest.raises(Stop):
         next(attribution_estimates(model, "abcdeh", steps=(64,), internal_batch_size=1, on_progress=cancel))
+
+
+def test_memory_refusal_follows_the_source_stacks():
+    from attnres import ModelConfig
+    from attnres.model import empty_model
+    from probes.attribution import BYTES_PER_SOURCE_VALUE, memory_refusal, row_bytes
+
+    gpt2 = empty_model(ModelConfig(vocab_size=50257, block_size=1024, n_layer=12, n_head=12, d_model=768))
+    assert row_bytes(gpt2, 256) == BYTES_PER_SOURCE_VALUE * 768 * 325 * 256  # 325 sources over 25 sites
+    assert memory_refusal(gpt2, 256, free_bytes=2 * row_bytes(gpt2, 256)) is None
+    sentence = memory_refusal(gpt2, 256, free_bytes=row_bytes(gpt2, 256))
+    assert sentence.startswith("integrated gradients over 256 tokens need about 0.7 GiB")
+    assert "not run" in sentence
