@@ -5,13 +5,15 @@ the loss and the predictions when one site's routing is changed."""
 from __future__ import annotations
 
 import streamlit as st
+import torch
 
 import figures
 from app import progressive, state
 from app.charts import chart, table
 from app.common import Settings, encode, header, need_models, plain, probe, sidebar, token_select
 from app.models import ModelEntry, get_model
-from probes.attribution import DEFAULT_IG_STEPS, REFINEMENT_STEPS, attribution_estimates
+from attnres.lab_limits import available_memory
+from probes.attribution import DEFAULT_IG_STEPS, REFINEMENT_STEPS, attribution_estimates, memory_refusal
 
 BUTTONS = {
     "zero_source": "Ablate this source",
@@ -69,10 +71,17 @@ def best_estimate(key: tuple, plan: list[int]):
 
 
 def refine(entry: ModelEntry, settings: Settings, key: tuple, position: int, n_steps: int, box) -> None:
-    """Computes the next estimate under a progress bar and Stop button (in box), then reruns the page."""
+    """Computes the next estimate under a progress bar and Stop button (in box), then reruns the page.
+
+    Not started when the internals one gate setting keeps exceed what is free (``memory_refusal``):
+    a notice says so instead."""
+    model = get_model(entry, settings.device, settings.dtype)
+    refusal = memory_refusal(model, position + 1, available_memory(torch.device(settings.device)))
+    if refusal is not None:
+        box.warning(f"{plain(entry.name)}: {plain(refusal)}")
+        return
 
     def compute(report):
-        model = get_model(entry, settings.device, settings.dtype)
         estimates = attribution_estimates(
             model, settings.prompt, positions=position, steps=(n_steps,), on_progress=report
         )
