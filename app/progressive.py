@@ -21,6 +21,7 @@ from typing import TypeVar
 import streamlit as st
 
 from app.common import plain
+from app.compute import run_with_oom_fallback
 
 T = TypeVar("T")
 STOPPED = "_stopped_"  # session-state key: the keys whose computation this session stopped
@@ -90,13 +91,15 @@ def widget_key(prefix: str, key: Hashable) -> str:
     return f"{prefix}_{hashlib.sha1(repr(key).encode()).hexdigest()[:12]}"
 
 
-def run(key: Hashable, what: str, compute: Callable[[Callable[[int, int], None]], T], where=None) -> T | None:
-    """Runs ``compute(report)`` under a progress bar with a Stop button; None when stopped or failed.
+def run(key: Hashable, what: str, compute: Callable, device: str = "cpu", where=None) -> T | None:
+    """Runs ``compute(report, device)`` under a progress bar with a Stop button; None when stopped
+    or failed. On GPU out-of-memory it runs again on the CPU and says so.
 
     Args:
         key: what is computed (model, prompt, setting); Stop marks it.
         what: a short description for the bar, e.g. "Integrated gradients, 16 steps".
         compute: the computation; it calls ``report(done, total)`` between chunks or steps.
+        device: the device asked for.
         where: a container to draw the bar and button in (default: the page, here).
     """
     slot = (where or st).empty()
@@ -113,7 +116,7 @@ def run(key: Hashable, what: str, compute: Callable[[Callable[[int, int], None]]
         bar.progress(min(1.0, done / max(total, 1)), text=f"{what}: {done} of {total}")
 
     try:
-        value = compute(report)
+        value, used = run_with_oom_fallback(lambda on: compute(report, on), device)
     except Cancelled:
         slot.empty()
         return None
@@ -121,6 +124,8 @@ def run(key: Hashable, what: str, compute: Callable[[Callable[[int, int], None]]
         slot.error(f"{plain(what)} could not be computed: {plain(exc)}")
         return None
     slot.empty()
+    if used != device:
+        (where or st).warning(f"The {device} device ran out of memory; {plain(what)} ran on the CPU instead.")
     return value
 
 

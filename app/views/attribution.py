@@ -81,14 +81,15 @@ def refine(entry: ModelEntry, settings: Settings, key: tuple, position: int, n_s
         box.warning(f"{plain(entry.name)}: {plain(refusal)}")
         return
 
-    def compute(report):
+    def compute(report, device: str):
+        on = model if device == settings.device else get_model(entry, device, "fp32")
         estimates = attribution_estimates(
-            model, settings.prompt, positions=position, steps=(n_steps,), on_progress=report
+            on, settings.prompt, positions=position, steps=(n_steps,), on_progress=report
         )
         return next(estimates)
 
     what = f"Integrated gradients for {entry.name}, {n_steps} steps"
-    estimate = progressive.run(key, what, compute, where=box)
+    estimate = progressive.run(key, what, compute, settings.device, where=box)
     if estimate is not None:
         progressive.keep((*key, n_steps), estimate)
         st.rerun()

@@ -53,11 +53,11 @@ def read_lens(entry, settings):
         progressive.stopped_notice(key, f"The logit lens of {entry.name} was stopped.")
         return None
 
-    def compute(report):
-        model = get_model(entry, settings.device, settings.dtype)
+    def compute(report, device: str):
+        model = get_model(entry, device, settings.dtype if device != "cpu" else "fp32")
         return probes.logit_lens(model, settings.prompt, sources=False, on_chunk=report)
 
-    lens = progressive.run(key, f"Logit lens of {entry.name}", compute)
+    lens = progressive.run(key, f"Logit lens of {entry.name}", compute, settings.device)
     if lens is not None:
         progressive.keep(key, lens)
     return lens
