@@ -118,6 +118,7 @@ OTHER_RENDERERS = {
     "cpu_forward_ratio": ("benchmarks.cpu_forward_ratio", "markdown"),
     "corpus_sweep": ("benchmarks.corpus_sweep", "render"),
     "profile-": ("benchmarks.profile_report", "render"),
+    "realsize": ("benchmarks.realsize", "render"),
 }
 
 
