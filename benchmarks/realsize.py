@@ -23,6 +23,7 @@ import argparse
 import os
 import resource
 import statistics
+import sys
 import tempfile
 import time
 from collections.abc import Callable
@@ -96,32 +97,46 @@ PAGES: dict[str, Callable] = {
 }
 
 
+CPU_SECONDS: list[float] = []  # process CPU seconds of each timed call, in order (see measure_gpt2)
+
+
 def timed(fn: Callable, *args) -> tuple[float, object]:
-    start = time.perf_counter()
+    """(wall seconds, result); the call's process CPU seconds are appended to CPU_SECONDS."""
+    start, cpu = time.perf_counter(), time.process_time()
     out = fn(*args)
+    CPU_SECONDS.append(time.process_time() - cpu)
     return time.perf_counter() - start, out
 
 
+def _log(text: str) -> None:
+    print(text, file=sys.stderr, flush=True)
+
+
 def bare_forward(model, tokens: torch.Tensor, repeats: int = 3) -> float:
-    """Median seconds of a no-grad forward."""
+    """Median seconds of a no-grad forward (its median CPU seconds appended to CPU_SECONDS)."""
     with torch.no_grad():
         model(tokens)
-        return statistics.median(timed(model, tokens)[0] for _ in range(repeats))
+        walls = [timed(model, tokens)[0] for _ in range(repeats)]
+    CPU_SECONDS.append(statistics.median(CPU_SECONDS[-repeats:]))
+    return statistics.median(walls)
 
 
-def attribution_levels(model, text: str) -> list[dict]:
-    """Each refinement level's wall time (the first includes the trace, route means, f(1), f(0))."""
-    rows, start = [], time.perf_counter()
-    for estimate in attribution_estimates(model, text, steps=REFINEMENT_STEPS):
-        now = time.perf_counter()
-        rows.append({"n_steps": estimate.n_steps, "seconds": now - start,
+def attribution_levels(model, text: str, steps: tuple[int, ...]) -> list[dict]:
+    """Each refinement level's wall and CPU time (the first includes the trace, route means, f(1), f(0))."""
+    rows, start, cpu = [], time.perf_counter(), time.process_time()
+    for estimate in attribution_estimates(model, text, steps=steps):
+        now, now_cpu = time.perf_counter(), time.process_time()
+        rows.append({"n_steps": estimate.n_steps, "seconds": now - start, "cpu_s": now_cpu - cpu,
                      "relative_error": float(estimate.relative_error()[0])})  # fmt: skip
-        start = now
+        _log(f"attribution {estimate.n_steps} steps: {now - start:.1f} s")
+        start, cpu = now, now_cpu
     return rows
 
 
-def measure_gpt2(repeats: int) -> dict:
-    """Every page's first result, the attribution levels and a Compare prompt change, with bare forwards."""
+def measure_gpt2(steps: tuple[int, ...], save: Callable[[dict], None]) -> dict:
+    """Bare forward, each page's first result, Attribution's first estimate then its refinements,
+    a Compare prompt change, bare forward again; ``save`` gets the partial result after each item
+    (on a busy shared machine a run may be cut short; what was measured is kept)."""
     with tempfile.TemporaryDirectory() as tmp:
         built, directory = timed(build_gpt2_small, Path(tmp))
         from attnres import load_model
@@ -129,25 +144,33 @@ def measure_gpt2(repeats: int) -> dict:
         load_s, model = timed(load_model, directory)
     tokens = torch.tensor([probes.encode_prompt(model, PROMPT).ids])
     assert tokens.shape[1] == 256, tokens.shape
-    forward_before = bare_forward(model, tokens)
-    pages = {}
-    for name, fn in PAGES.items():
-        samples = [timed(fn, model, PROMPT)[0] for _ in range(repeats)]
-        pages[name] = statistics.median(samples)
-    levels = attribution_levels(model, PROMPT)
-    change = statistics.median(timed(compare_page, model, SECOND_PROMPT)[0] for _ in range(repeats))
-    forward_after = bare_forward(model, tokens)
-    return {
-        "model": "GPT-2 small (random init), HF import",
-        "params": model.num_params(),
-        "tokens": int(tokens.shape[1]),
-        "build_s": built,
-        "load_s": load_s,
-        "bare_forward_s": [forward_before, forward_after],
-        "pages_s": pages,
-        "attribution_levels": levels,
-        "compare_prompt_change_s": change,
-    }
+    out = {"model": "GPT-2 small (random init), HF import", "params": model.num_params(),
+           "tokens": int(tokens.shape[1]), "build_s": built, "load_s": load_s}  # fmt: skip
+    out["bare_forward_s"], out["bare_forward_cpu_s"] = [bare_forward(model, tokens)], [CPU_SECONDS[-1]]
+    out["pages_s"], out["pages_cpu_s"], out["attribution_levels"] = {}, {}, []
+    order = [
+        "compare",
+        "compare_prompt_change",
+        "lens",
+        "attribution_first",
+        *PAGES.keys() - {"compare", "lens"},
+    ]
+    for name in order:
+        if name == "attribution_first":
+            out["attribution_levels"] = attribution_levels(model, PROMPT, steps[:1])
+        else:
+            text = SECOND_PROMPT if name == "compare_prompt_change" else PROMPT
+            fn = compare_page if name == "compare_prompt_change" else PAGES[name]
+            out["pages_s"][name], out["pages_cpu_s"][name] = timed(fn, model, text)[0], CPU_SECONDS[-1]
+            _log(f"{name}: {out['pages_s'][name]:.1f} s")
+        save(out)
+    out["bare_forward_s"].append(bare_forward(model, tokens))
+    out["bare_forward_cpu_s"].append(CPU_SECONDS[-1])
+    save(out)
+    if len(steps) > 1:  # the refinement: the whole plan again, so each level follows the one before
+        out["attribution_levels"] = attribution_levels(model, PROMPT, steps)
+        save(out)
+    return out
 
 
 def qwen3_shape():
@@ -193,42 +216,47 @@ def measure_qwen() -> dict:
 
 
 def render(result: dict) -> str:
-    """Markdown: each page's first result against its goal and the bare forward."""
+    """Markdown: each page's first result against its goal and the bare forward (wall and CPU)."""
     if "qwen" in result:
         return _render_qwen(result)
     g = result["gpt2"]
-    fwd = sum(g["bare_forward_s"]) / 2
+    fwd, fwd_cpu = statistics.mean(g["bare_forward_s"]), statistics.mean(g["bare_forward_cpu_s"])
+    walls = " / ".join(f"{w:.3f}" for w in g["bare_forward_s"])
+    cpus = " / ".join(f"{c:.3f}" for c in g["bare_forward_cpu_s"])
     lines = [
         f"# Real-size interactivity, CPU — {result['device']}, {result['threads']} threads, "
         f"torch {result['torch']}",
         "",
         f"{g['model']}, {g['params'] / 1e6:.1f}M parameters, {g['tokens']}-token prompt; {result['date']}; "
         f"1-min load average before/after {result['load_average_1min'][0]:.1f}/"
-        f"{result['load_average_1min'][1]:.1f} on {os.cpu_count()} cores (shared: read the ratios). "
-        f"Build {g['build_s']:.1f} s, load {g['load_s']:.1f} s. Bare no-grad forward (before/after): "
-        f"{g['bare_forward_s'][0]:.3f} / {g['bare_forward_s'][1]:.3f} s.",
+        f"{result['load_average_1min'][1]:.1f} on {result['cores']} cores shared with other work: the wall "
+        "times are inflated by it, the process CPU seconds and the ratios to the bare forward much less. "
+        f"OMP_WAIT_POLICY={result['omp_wait_policy']}. Build {g['build_s']:.1f} s, load {g['load_s']:.1f} s. "
+        f"Bare no-grad forward, wall (before / after): {walls} s; CPU: {cpus} s.",
         "",
-        "| page (first result) | seconds | x bare forward | goal (s) | met |",
-        "| --- | ---: | ---: | ---: | --- |",
+        "| page (first result) | wall s | x forward | CPU s | x forward (CPU) | goal (wall s) | met |",
+        "| --- | ---: | ---: | ---: | ---: | ---: | --- |",
     ]
 
-    def row(name, seconds, goal):
-        met = "yes" if seconds <= goal else "no"
-        lines.append(f"| {name} | {seconds:.2f} | {seconds / fwd:.1f} | {goal:g} | {met} |")
+    def row(name, wall, cpu, goal):
+        met = "yes" if wall <= goal else "no"
+        lines.append(
+            f"| {name} | {wall:.2f} | {wall / fwd:.1f} | {cpu:.2f} | {cpu / fwd_cpu:.1f} | {goal:g} | {met} |"
+        )
 
-    for name, seconds in g["pages_s"].items():
-        row(name, seconds, GOALS["page"])
-    first = g["attribution_levels"][0]
-    row(
-        f"attribution first estimate ({first['n_steps']} steps)", first["seconds"], GOALS["attribution_first"]
-    )
-    row("Compare prompt change", g["compare_prompt_change_s"], GOALS["compare_prompt_change"])
-    lines += ["", "Attribution refinement (each level after the previous):", "",
-              "| steps | seconds | x bare forward | relative completeness error |",
-              "| ---: | ---: | ---: | ---: |"]  # fmt: skip
+    for name, wall in g["pages_s"].items():
+        goal = GOALS["compare_prompt_change"] if name == "compare_prompt_change" else GOALS["page"]
+        row(name, wall, g["pages_cpu_s"][name], goal)
+    if g["attribution_levels"]:
+        first = g["attribution_levels"][0]
+        name = f"attribution first estimate ({first['n_steps']} steps)"
+        row(name, first["seconds"], first["cpu_s"], GOALS["attribution_first"])
+    lines += ["", "Attribution levels (each after the one before; the first includes the trace, f(1), f(0)):",
+              "", "| steps | wall s | CPU s | x forward (CPU) | relative completeness error |",
+              "| ---: | ---: | ---: | ---: | ---: |"]  # fmt: skip
     for level in g["attribution_levels"]:
-        lines.append(f"| {level['n_steps']} | {level['seconds']:.2f} | {level['seconds'] / fwd:.1f} | "
-                     f"{level['relative_error']:.1e} |")  # fmt: skip
+        lines.append(f"| {level['n_steps']} | {level['seconds']:.2f} | {level['cpu_s']:.2f} | "
+                     f"{level['cpu_s'] / fwd_cpu:.1f} | {level['relative_error']:.1e} |")  # fmt: skip
     return "\n".join(lines) + "\n"
 
 
@@ -259,21 +287,32 @@ def _render_qwen(result: dict) -> str:
 
 
 def main(argv=None) -> int:
-    """Builds the model, measures, writes the JSON and the Markdown."""
+    """Builds the model, measures, writes the JSON and the Markdown (after each item for gpt2)."""
     parser = argparse.ArgumentParser(description=__doc__.split("\n")[0])
     parser.add_argument("--model", choices=("gpt2", "qwen"), default="gpt2")
-    parser.add_argument("--repeats", type=int, default=1)
     parser.add_argument("--threads", type=int, default=min(2, os.cpu_count() or 1))
+    parser.add_argument("--steps", default=",".join(map(str, REFINEMENT_STEPS)), help="attribution levels")
     parser.add_argument("--out", default=None, help="default benchmarks/results/realsize[-qwen]-cpu.json")
     args = parser.parse_args(argv)
     torch.set_num_threads(args.threads)
     name = "realsize-cpu.json" if args.model == "gpt2" else "realsize-qwen-cpu.json"
     out = args.out or str(ROOT / "benchmarks" / "results" / name)
     load_before = os.getloadavg()[0]
-    result = {**cpu_run_header(), "repeats": args.repeats}
-    result[args.model] = measure_gpt2(args.repeats) if args.model == "gpt2" else measure_qwen()
-    result["load_average_1min"] = [load_before, os.getloadavg()[0]]
-    print(write_results(result, out, render))
+    header = {
+        **cpu_run_header(),
+        "cores": os.cpu_count(),
+        "omp_wait_policy": os.environ.get("OMP_WAIT_POLICY"),
+    }
+
+    def save(measured: dict) -> str:
+        result = {**header, args.model: measured, "load_average_1min": [load_before, os.getloadavg()[0]]}
+        return write_results(result, out, render)
+
+    if args.model == "gpt2":
+        measure_gpt2(tuple(int(n) for n in args.steps.split(",")), save)
+        print(Path(out).with_suffix(".md").read_text())
+    else:
+        print(save(measure_qwen()))
     return 0
 
 
