@@ -357,14 +357,16 @@ def _explained(model, inputs, positions, targets):
 
 def row_bytes(model, n_tokens: int) -> int:
     """Estimated bytes one gate setting (row) of n_tokens keeps for its backward: every site's stack
-    of its sources (BYTES_PER_SOURCE_VALUE per value), the bulk of an attribution's memory."""
+    of its sources (BYTES_PER_SOURCE_VALUE per value), the bulk of an attribution's memory.
+    """
     counts = [len(model.depth_source_labels(l)) for l in range(1, model.config.n_sublayers + 2)]
     return BYTES_PER_SOURCE_VALUE * model.config.d_model * sum(counts) * n_tokens
 
 
 def memory_refusal(model, n_tokens: int, free_bytes: int) -> str | None:
     """A sentence saying why an attribution over n_tokens should not start, or None when it fits: one
-    gate setting's internals (``row_bytes``) must stay within half the free memory."""
+    gate setting's internals (``row_bytes``) must stay within half the free memory.
+    """
     need = row_bytes(model, n_tokens)
     if need <= free_bytes / 2:
         return None
