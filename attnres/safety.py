@@ -12,10 +12,9 @@ import shutil
 import tempfile
 from pathlib import Path
 
-from .checkpoint import CheckpointError
+from .checkpoint import ARCHIVE_SUFFIXES, CheckpointError
 
 UPLOAD_SUFFIXES = (".safetensors", ".pt", ".pth", ".bin", ".json", ".pkl")
-ARCHIVE_SUFFIXES = (".zip", ".tar", ".tgz", ".gz", ".bz2", ".xz", ".zst", ".7z", ".rar")
 UPLOAD_STEM = "upload"  # every upload is stored as upload<suffix>, whatever the user called it
 
 
