@@ -16,7 +16,7 @@ import probes
 from app import state
 from app.compute import PROBES, prompt_loss, run_with_oom_fallback
 from app.models import ModelEntry, choices, get_model
-from attnres.device import DTYPES, available_devices, select_device
+from attnres.device import DTYPES, available_devices, dtype_name, select_device
 
 DEFAULT_PROMPT = (
     "To be, or not to be, that is the question:\n"
@@ -82,7 +82,7 @@ def _device_widgets() -> tuple[str, str]:
     device = st.session_state["device"]
     if device == "cpu" and st.session_state["dtype"] != "fp32":
         st.caption("CPU always computes in fp32.")
-    return device, st.session_state["dtype"] if device != "cpu" else "fp32"
+    return device, dtype_name(device, st.session_state["dtype"])
 
 
 def need_models(settings: Settings, low: int = 1) -> bool:
@@ -128,7 +128,7 @@ def _run(task: Callable, entry: ModelEntry, settings: Settings, what: str):
     """Runs ``task(model, device, dtype)`` with a spinner, the OOM fallback and readable errors."""
 
     def on(device: str):
-        dtype = settings.dtype if device != "cpu" else "fp32"
+        dtype = dtype_name(device, settings.dtype)
         return task(get_model(entry, device, dtype), device, dtype)
 
     try:

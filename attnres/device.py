@@ -29,8 +29,15 @@ def select_device(preference: str | None = None) -> torch.device:
     return torch.device(preference)
 
 
+def dtype_name(device: torch.device | str, name: str | None = None) -> str:
+    """The precision a computation runs in: "fp32" on CPU always; on an accelerator the requested
+    one (default "fp32").
+    """
+    if torch.device(device).type == "cpu" or name not in DTYPES:
+        return "fp32"
+    return name
+
+
 def select_dtype(device: torch.device | str, name: str | None = None) -> torch.dtype:
-    """fp32 on CPU always; on an accelerator the requested dtype (default fp32)."""
-    if torch.device(device).type == "cpu":
-        return torch.float32
-    return DTYPES.get(name or "fp32", torch.float32)
+    """The torch dtype of ``dtype_name(device, name)``."""
+    return DTYPES[dtype_name(device, name)]
