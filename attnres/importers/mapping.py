@@ -87,22 +87,31 @@ def apply_rules(
         elif rule is None:
             unknown.append(name)
         else:
-            target, tensor = rule.key(match, n_layer), _tensor(tensors[name], name, source)
-            if rule.transpose:
-                tensor = _transposed(tensor, name, source)
-            if target in ours:
-                if ours[target].shape != tensor.shape or not torch.equal(ours[target], tensor):
-                    raise CheckpointError(
-                        f"{source}: {name} and another key both map to {target} but differ."
-                    )
+            target = rule.key(match, n_layer)
+            if _store(ours, target, _converted(rule, tensors[name], name, source), name, source):
+                mapped.append((name, target))
+            else:
                 ignored.append(f"{name} (same tensor as the key mapped to {target})")
-                continue
-            ours[target] = tensor
-            mapped.append((name, target))
     if unknown:
         shown = ", ".join(unknown[:3]) + (f" and {len(unknown) - 3} more" if len(unknown) > 3 else "")
         raise CheckpointError(f"{source} has key(s) this layout does not know: {shown}; nothing was guessed.")
     return ours, mapped, ignored
+
+
+def _converted(rule: Rule, value, name: str, source: Path) -> torch.Tensor:
+    """The foreign value as our tensor: checked, and transposed when the rule says so."""
+    tensor = _tensor(value, name, source)
+    return _transposed(tensor, name, source) if rule.transpose else tensor
+
+
+def _store(ours: dict, target: str, tensor: torch.Tensor, name: str, source: Path) -> bool:
+    """Puts tensor under target; False when an earlier key already put the same values there."""
+    if target not in ours:
+        ours[target] = tensor
+        return True
+    if ours[target].shape != tensor.shape or not torch.equal(ours[target], tensor):
+        raise CheckpointError(f"{source}: {name} and another key both map to {target} but differ.")
+    return False
 
 
 def _rule_index(rules: tuple[Rule, ...], name: str) -> int:
