@@ -43,8 +43,8 @@ class Moments:
 
     def add(self, x: Tensor, w: Tensor | None = None) -> None:
         """Folds in observations x [N, *X] (w: bool mask broadcastable to x; None = all count)."""
-        if x.shape[0]:
-            self._fold(*_batch_moments(x.to(self.mean.dtype), w))
+        if x.shape[0]:  # a batch's own moments in its dtype (centred, so float32 is exact enough)
+            self._fold(*(t.to(self.mean.dtype) for t in _batch_moments(x, w)))
 
     def merge(self, other: Moments) -> None:
         """Folds in another accumulator of the same shape."""
@@ -99,12 +99,12 @@ class CoMoments(Moments):
         """Folds in paired observations x, y [N, *X] (w as in ``Moments.add``)."""
         if not x.shape[0]:
             return
-        x, y = x.to(self.mean.dtype), y.to(self.mean.dtype)
         n_b, mx, m2x = _batch_moments(x, w)
         _, my, m2y = _batch_moments(y, w)
         dx, dy = x - mx, y - my
         prod = dx * dy if w is None else torch.where(w.expand_as(dx), dx * dy, torch.zeros_like(dx))
-        self._fold_pair(n_b, mx, m2x, my, m2y, prod.sum(0))
+        parts = (n_b, mx, m2x, my, m2y, prod.sum(0))
+        self._fold_pair(*(t.to(self.mean.dtype) for t in parts))
 
     def merge(self, other: CoMoments) -> None:
         """Folds in another accumulator of the same shape."""

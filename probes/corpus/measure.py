@@ -152,7 +152,7 @@ class BatchMeasure:
         alpha = self._weights(it, h[0])
         p = alpha / alpha.sum(-1, keepdim=True)
         cell_rms = src_rms[..., self.slot] * self.present  # [B, T, S, K]
-        share = self._shares(alpha, v, h)
+        share = self._shares(alpha, v, h, h_rms)
         carried = (
             h_rms[..., 1:] if residual == "prenorm" else src_rms[..., (L + 1 if running else 1) :][..., :L]
         )
@@ -186,20 +186,27 @@ class BatchMeasure:
             alpha[:, :, row, : w.shape[-1]] = w.float()
         return alpha
 
-    def _shares(self, alpha: Tensor, v: list[Tensor], h: list[Tensor]) -> Tensor:
-        """[B, T, L] share of h_{l+1} held by v_l itself (times the weight of the source holding it)."""
-        out = []
-        for l in range(1, self.layout.L + 1):
-            target = h[l].float()
-            own = alpha[:, :, l, self.holder[l - 1]] * (v[l].float() * target).sum(-1)
-            out.append(own / target.pow(2).sum(-1).clamp_min(1e-30))
-        return torch.stack(out, -1)
+    def _shares(self, alpha: Tensor, v: list[Tensor], h: list[Tensor], h_rms: Tensor) -> Tensor:
+        """[B, T, L] share of h_{l+1} held by v_l itself (times the weight of the source holding it):
+        w <v_l, h_{l+1}> / ||h_{l+1}||^2, with ||h||^2 = d * RMS(h)^2."""
+        L, d = self.layout.L, h[0].shape[-1]
+        dots = torch.stack(
+            [torch.einsum("btd,btd->bt", v[l].float(), h[l].float()) for l in range(1, L + 1)], -1
+        )
+        weights = alpha[:, :, torch.arange(1, L + 1), torch.tensor(self.holder)]  # [B, T, L]
+        return weights * dots / (d * h_rms[..., 1:].pow(2)).clamp_min(1e-30)
 
     def _lens_kl(self, h: list[Tensor], final: Tensor) -> Tensor:
-        """[B, T, S] KL(p_final || p_lens(h_l)) in nats."""
+        """[B, T, S] KL(p_final || p_lens(h_l)) in nats, sites read out in chunks of one matmul each.
+
+        KL = sum p_f log p_f - sum p_f z_l + logsumexp(z_l) for the lens logits z_l.
+        """
+        B, T, V = final.shape
         p_final = final.exp()
+        own = (p_final * final).sum(-1)  # [B, T]
+        per_chunk = max(1, (1 << 24) // max(B * T * V, 1))  # about 64 MB of fp32 logits at once
         kl = []
-        for x in h:
-            lens = self.model.readout(x).float().log_softmax(-1)
-            kl.append((p_final * (final - lens)).sum(-1))
-        return torch.stack(kl, -1)
+        for start in range(0, len(h), per_chunk):
+            z = self.model.readout(torch.stack(h[start : start + per_chunk])).float()  # [C, B, T, V]
+            kl.append(own + z.logsumexp(-1) - (z * p_final).sum(-1))
+        return torch.cat(kl).permute(1, 2, 0)

@@ -44,16 +44,16 @@ class SweepState:
         feats = batch.features
         self.tokens.add(feats.reshape(B * T, -1) if full else feats[mask])
         lengths = mask.sum(1, keepdim=True).to(feats.dtype)
-        self.seqs.add((feats * mask[..., None]).sum(1) / lengths)
+        self.seqs.add(((feats * mask[..., None]).sum(1) / lengths).double())  # B rows: float64 is cheap
         alpha = batch.alpha.reshape(B * T, *batch.alpha.shape[2:]) if full else batch.alpha[mask]
         cell_rms = batch.cell_rms.reshape(alpha.shape) if full else batch.cell_rms[mask]
         self.corr.add_pair(alpha, cell_rms)  # absent cells hold zeros; they are masked when read
         self.hist.add(alpha.reshape(alpha.shape[0], -1), self.present.reshape(1, -1))
         has_target = mask[:, 1:] & mask[:, :-1]
         self.loss_tokens.add(batch.loss[has_target][:, None])
-        per_seq = batch.loss.sum(1) / has_target.sum(1).clamp_min(1)
+        per_seq = batch.loss.double().sum(1) / has_target.sum(1).clamp_min(1)
         self.loss_seqs.add(per_seq[:, None], (has_target.sum(1) > 0)[:, None])
-        loss = torch.nn.functional.pad(batch.loss, (0, self.seq_len - 1 - batch.loss.shape[1]))
+        loss = torch.nn.functional.pad(batch.loss.double(), (0, self.seq_len - 1 - batch.loss.shape[1]))
         target = torch.nn.functional.pad(has_target, (0, self.seq_len - 1 - has_target.shape[1]))
         self.loss_position.add(loss, target)
         if batch.block_grad_norm is not None:
