@@ -150,7 +150,26 @@ def _figure_sections(sweep, names: list[str], tokenizers: dict) -> list[tuple[st
     ]
 
 
-def render_html(sweep, models: dict, paths: list[str], prompt: str) -> str:
+def corpus_section(stats: dict) -> tuple[str, str, list]:
+    """The corpus section: corpus-mean routing and its spread, bands, sinks with their spread."""
+    import figures.corpus as FC
+
+    from .corpus import corpus_sinks
+
+    names, values = list(stats), list(stats.values())
+    items = [f'<p class="note">{_esc(values[0].corpus)}: {FC.evidence_note(values)} per model; '
+             "bands and ± are 95% t-intervals over sequences.</p>"]  # fmt: skip
+    items += [FC.corpus_heatmaps(values, names, view) for view in ("mean", "seq_std")]
+    items += [FC.band_chart(values, names, "input_rms", "Stream magnitude RMS(h_l)", "site l", "RMS", True)]
+    items += [FC.collapse_chart(values, names), FC.alpha_rms_chart(values, names)]
+    items += [FC.band_chart(values, names, "block_output_rms", "Fig. 5b over the corpus", "block", "RMS")]
+    items.append("<h3>Depth-wise sinks over the corpus (§6.2)</h3>")
+    items += [_table([{"model": _esc(n), **row} for row in FC.corpus_sinks_table(corpus_sinks(s))])
+              for n, s in stats.items()]  # fmt: skip
+    return ("corpus", "Over the corpus", items)
+
+
+def render_html(sweep, models: dict, paths: list[str], prompt: str, corpus: dict | None = None) -> str:
     """The whole report page: plotly.js inlined once in the head, every figure as a div after it."""
     from plotly.offline import get_plotlyjs
 
@@ -162,6 +181,8 @@ def render_html(sweep, models: dict, paths: list[str], prompt: str) -> str:
         ("models", "Models", [_table(_model_rows(models, paths)), "<h3>Prompt</h3>", _prompt_html(sweep)])
     ]
     sections += _figure_sections(sweep, names, tokenizers)
+    if corpus:
+        sections.append(corpus_section(corpus))
     timing_rows = [{"model": _esc(n), **{p: f"{s:.3f}" for p, s in sweep.seconds[n].items()}} for n in names]
     sections.append(("timings", "Probe wall times (s)", [_table(timing_rows)]))
     nav = "".join(f'<a href="#{anchor}">{heading}</a>' for anchor, heading, _ in sections)
@@ -256,8 +277,33 @@ def write_numbers(sweep, models: dict, paths: list[str], out: Path) -> None:
     (out / "timings.csv").write_text(to_csv(timings))
 
 
+def _corpus_stats(models: dict, corpus, max_seqs: int, out: Path, progress: bool) -> dict:
+    """Each model's corpus sweep (from the cache when there), also written as json/<model>/corpus.json."""
+    from figures import to_json
+
+    from .corpus import SweepSettings, corpus_sweep
+
+    stats = {}
+    for name, model in models.items():
+        with tqdm(total=max_seqs, desc=f"corpus {name}", unit="seq", disable=not progress) as bar:
+            settings = SweepSettings(max_seqs=max_seqs)
+            step = lambda done, total, bar=bar: bar.update(done - bar.n)  # noqa: E731
+            stats[name] = corpus_sweep(model, corpus, settings, cache=True, progress=step)
+        folder = out / "json" / _file_name(name)
+        folder.mkdir(parents=True, exist_ok=True)
+        (folder / "corpus.json").write_text(to_json(stats[name]))
+    return stats
+
+
 def build_report(
-    paths, prompt: str, out, attribution_steps: int = DEFAULT_IG_STEPS, device: str = "cpu", progress=True
+    paths,
+    prompt: str,
+    out,
+    attribution_steps: int = DEFAULT_IG_STEPS,
+    device: str = "cpu",
+    progress=True,
+    corpus=None,
+    max_seqs: int | None = None,
 ) -> Path:
     """Loads the checkpoints, runs every probe, writes the page and the numbers; returns report.html.
 
@@ -268,6 +314,8 @@ def build_report(
         attribution_steps: integrated-gradients steps for the last-token attribution.
         device: where the models run.
         progress: show a tqdm progress bar over probes on stderr.
+        corpus: also sweep this corpus (``probes.corpus``; "heldout" for the held-out plays), cached.
+        max_seqs: sequences of the corpus sweep (default 128); given alone, sweeps the held-out plays.
     """
     from attnres import load_model
 
@@ -285,8 +333,11 @@ def build_report(
 
         sweep = full_sweep(models, prompt, attribution_steps=attribution_steps, on_step=step)
     write_numbers(sweep, models, paths, out)
+    stats = None
+    if corpus is not None or max_seqs is not None:
+        stats = _corpus_stats(models, corpus, max_seqs or 128, out, progress)
     page = out / "report.html"
-    page.write_text(render_html(sweep, models, paths, prompt), encoding="utf-8")
+    page.write_text(render_html(sweep, models, paths, prompt, stats), encoding="utf-8")
     return page
 
 
@@ -301,17 +352,21 @@ def main(argv=None) -> int:
     )
     parser.add_argument("--device", default="cpu", help="cpu, cuda or mps")
     parser.add_argument("--quiet", action="store_true", help="no progress bar")
+    parser.add_argument(
+        "--corpus", default=None, help="also sweep a corpus: heldout, a .txt/.jsonl or folder"
+    )
+    parser.add_argument("--max-seqs", type=int, default=None, help="sequences of the corpus sweep (128)")
     args = parser.parse_args(argv)
     from attnres import CheckpointError
 
+    from .corpus import CorpusError
     from .prompt import PromptError
 
     start = time.perf_counter()
     try:
-        page = build_report(
-            args.models, args.prompt, args.out, args.attribution_steps, args.device, not args.quiet
-        )
-    except (CheckpointError, PromptError) as error:
+        page = build_report(args.models, args.prompt, args.out, args.attribution_steps, args.device,
+                            not args.quiet, args.corpus, args.max_seqs)  # fmt: skip
+    except (CheckpointError, PromptError, CorpusError) as error:
         print(f"error: {error}", file=sys.stderr)
         return 2
     print(f"wrote {page} in {time.perf_counter() - start:.1f} s")
