@@ -59,7 +59,7 @@ def corpus_grid(stats, view: str = "mean", panel: str = "all"):
     grids = {name: on_grid(getattr(a, name)[rows], sources, columns) for name in ("seq_mean", "ci_half")}
     grids["seq_std"] = on_grid(a.seq_std[rows], sources, columns)
     q10, q90 = (on_grid(stats.alpha_quantiles[q][rows], sources, columns) for q in (0, -1))
-    z = on_grid(getattr(a, view)[rows], sources, columns)
+    z = on_grid(getattr(a, "seq_mean" if view == "mean" else view)[rows], sources, columns)
     labels = hover_sources(sources, columns)
     hover = [
         [
