@@ -133,3 +133,34 @@ def tokenizerless_repro_run(root, residual: str = "block", seed: int = 0):
     meta = {"vocab_size": len(itos), "itos": itos, "stoi": {c: i for i, c in itos.items()}}
     (root / "vocab" / "meta.pkl").write_bytes(pickle.dumps(meta))
     return run / "ckpt.pt", root / "vocab" / "meta.pkl", model
+
+
+def byte_level_bpe(text: str, vocab_size: int = 300):
+    """A GPT-2-style byte-level BPE ``tokenizers.Tokenizer`` trained offline on ``text``."""
+    from tokenizers import Tokenizer, decoders, models, pre_tokenizers, trainers  # noqa: PLC0415
+
+    tokenizer = Tokenizer(models.BPE())
+    tokenizer.pre_tokenizer = pre_tokenizers.ByteLevel(add_prefix_space=False)
+    tokenizer.decoder = decoders.ByteLevel()
+    alphabet = pre_tokenizers.ByteLevel.alphabet()
+    trainer = trainers.BpeTrainer(vocab_size=vocab_size, show_progress=False, initial_alphabet=alphabet)
+    tokenizer.train_from_iterator([text], trainer)
+    return tokenizer
+
+
+def tiny_hf_llama(directory, text: str = "To be, or not to be, that is the question", seed: int = 0):
+    """A Hugging Face Llama directory as ``save_pretrained`` writes it (random tiny weights, grouped-query
+    attention, separate head) with a ``tokenizer.json`` trained on ``text``. Returns (the transformers
+    model, the tokenizer)."""
+    from transformers import LlamaConfig, LlamaForCausalLM  # noqa: PLC0415 (slow to import)
+
+    tokenizer = byte_level_bpe(text)
+    config = LlamaConfig(
+        vocab_size=tokenizer.get_vocab_size(), hidden_size=32, intermediate_size=48, num_hidden_layers=2,
+        num_attention_heads=4, num_key_value_heads=2, max_position_embeddings=64, tie_word_embeddings=False,
+    )  # fmt: skip
+    torch.manual_seed(seed)
+    model = LlamaForCausalLM(config).eval()
+    model.save_pretrained(directory)
+    tokenizer.save(str(directory / "tokenizer.json"))
+    return model, tokenizer

@@ -1,6 +1,7 @@
-"""Imports are usable on every page: a tokenizer-less checkpoint gets a tokenizer the user picks,
-a refused load shows no other model's report, loaded models get names a person can tell apart,
-a bare HF weights file gets the right sentence, and the Hugging Face cache is offered offline."""
+"""Imports are usable on every page: a tokenizer-less checkpoint gets a tokenizer the user picks, an
+imported Llama runs everywhere, a refused load shows no other model's report, loaded models get
+names a person can tell apart, a bare HF weights file gets the right sentence, and the Hugging Face
+cache is offered offline."""
 
 from __future__ import annotations
 
@@ -10,8 +11,8 @@ import pytest
 import torch
 import torch.nn.functional as F
 
-from app.tokenizer_pick import FROM_PATH, MISSING, NUMBERS
-from tests.toys import IMPORT_VOCAB, ours_as_repro, tokenizerless_repro_run
+from app.tokenizer_pick import FROM_PATH, FROM_UPLOAD, MISSING, NUMBERS
+from tests.toys import IMPORT_VOCAB, byte_level_bpe, ours_as_repro, tiny_hf_llama, tokenizerless_repro_run
 
 ANALYSIS_PAGES = ["compare", "depth", "dilution", "retrieval", "attribution", "lens", "dynamics", "learn"]
 PROMPT = "To be, or not to be"
@@ -147,17 +148,12 @@ def test_uploaded_hf_weights_file_is_told_to_bring_its_config(ui, repro_run, tmp
 
 def test_models_in_the_hugging_face_cache_load_with_one_click(ui, tmp_path, monkeypatch):
     transformers = pytest.importorskip("transformers")
-    from tokenizers import Tokenizer, models, pre_tokenizers, trainers
-
     repo = tmp_path / "hub" / "models--tiny-org--tiny-gpt2"
     snapshot = repo / "snapshots" / ("0" * 40)
     snapshot.mkdir(parents=True)
     (repo / "refs").mkdir()
     (repo / "refs" / "main").write_text("0" * 40)
-    bpe = Tokenizer(models.BPE())
-    bpe.pre_tokenizer = pre_tokenizers.ByteLevel(add_prefix_space=False)
-    bpe.train_from_iterator([PROMPT * 4], trainers.BpeTrainer(vocab_size=300, show_progress=False,
-                            initial_alphabet=pre_tokenizers.ByteLevel.alphabet()))  # fmt: skip
+    bpe = byte_level_bpe(PROMPT * 4)
     bpe.save(str(snapshot / "tokenizer.json"))
     config = transformers.GPT2Config(
         n_layer=2, n_head=2, n_embd=16, n_positions=64, vocab_size=bpe.get_vocab_size()
@@ -177,12 +173,54 @@ def test_models_in_the_hugging_face_cache_load_with_one_click(ui, tmp_path, monk
     at.session_state["models"] = [name]
     at.switch_page("views/compare.py").run()
     ui.no_failures(at)
-    ids = bpe.encode(PROMPT).ids
+    assert loss_metric(at, name) == pytest.approx(hf_loss(hf, bpe.encode(PROMPT).ids), abs=1e-3)
+
+
+def hf_loss(hf, ids: list[int]) -> float:
+    """Mean next-token cross-entropy of a transformers model, by F.cross_entropy on its own logits."""
     with torch.no_grad():
         logits = hf(torch.tensor([ids])).logits[0]
-    assert loss_metric(at, name) == pytest.approx(
-        float(F.cross_entropy(logits[:-1], torch.tensor(ids[1:]))), abs=1e-3
+    return float(F.cross_entropy(logits[:-1], torch.tensor(ids[1:])))
+
+
+def test_every_analysis_page_runs_on_an_imported_llama(ui, tmp_path):
+    """A Hugging Face Llama directory (grouped-query attention, separate head) with its tokenizer.json:
+    every analysis page runs on it, and its loss is transformers' own."""
+    pytest.importorskip("transformers")
+    hf, tokenizer = tiny_hf_llama(tmp_path / "tiny-llama")
+    at = ui.open_app("views/inspector.py", prompt=PROMPT)
+    load_path(at, tmp_path / "tiny-llama")
+    ui.no_failures(at)
+    (name,) = at.session_state["user_models"]
+    assert name == "tiny-llama, PreNorm"
+    assert {m.label: m.value for m in at.metric}["Format"] == "hf-llama"
+    visit_every_analysis_page(ui, at, name)
+    at.switch_page("views/compare.py").run()
+    assert loss_metric(at, name) == pytest.approx(hf_loss(hf, tokenizer.encode(PROMPT).ids), abs=1e-3)
+
+
+def test_an_uploaded_tokenizer_json_is_picked(ui, repro_run, tmp_path):
+    from tokenizers import Tokenizer, models
+
+    ckpt, _, original = repro_run
+    chars = Tokenizer(models.BPE(vocab={c: i for i, c in enumerate(IMPORT_VOCAB)}, merges=[]))
+    at = ui.open_app("views/inspector.py", prompt=PROMPT)
+    load_path(at, ckpt)
+    (name,) = at.session_state["user_models"]
+    at.radio(key="tokenizer_source").set_value(FROM_UPLOAD).run()
+    at.file_uploader(key="tokenizer_upload").set_value(
+        ("tokenizer.json", chars.to_str().encode(), "application/json")
     )
+    at.run()
+    at.button(key="tokenizer_apply").click().run()
+    ui.no_failures(at)
+    assert any("now reads the prompt with a tokenizer.json (40 tokens)" in s.value for s in at.success)
+    assert at.session_state["user_models"][name].tokenizer_source == "the uploaded file 'tokenizer.json'"
+    at.session_state["models"] = [name]
+    at.switch_page("views/compare.py").run()
+    ui.no_failures(at)
+    expected = reference_loss(original, [IMPORT_VOCAB.index(c) for c in PROMPT])
+    assert loss_metric(at, name) == pytest.approx(expected, abs=1e-3)
 
 
 def test_a_picked_tokenizer_larger_than_the_vocabulary_is_refused(ui, repro_run, tmp_path):
