@@ -1,6 +1,6 @@
 """AttnRes Lens figure builders: probe results in, plotly figures and table rows out.
 
-Used by both the Streamlit app and the CLI report (``python -m probes.report``); plotly only, no
+Used by both the Streamlit app and the CLI report (``python -m report``); plotly only, no
 streamlit. Every figure has a title in ``fig.layout.title.text``; every label that comes from a prompt
 or a model is HTML-escaped with ``style.safe_label``.
 """

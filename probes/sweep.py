@@ -1,6 +1,6 @@
 """The full probe set on one or more models for one prompt, timed per probe.
 
-Used by the CLI report (``python -m probes.report``), the probe-sweep benchmark and the app: one place
+Used by the CLI report (``python -m report``), the probe-sweep benchmark and the app: one place
 that says what "every probe" means. No plotting here.
 """
 

@@ -52,7 +52,7 @@ SOURCES = sorted(p for top in ORDER if (ROOT / top).is_dir() for p in (ROOT / to
 def test_no_upward_import(path):
     layer = ORDER.index(path.relative_to(ROOT).parts[0])
     if path.relative_to(ROOT) == Path("probes/report.py"):
-        layer = ORDER.index("report")  # the CLI report, to move above figures
+        layer = ORDER.index("report")  # the alias of ``python -m report`` kept for old command lines
     for name, _ in imports(path):
         top = name.split(".")[0]
         if top in ORDER:

@@ -12,8 +12,8 @@ import numpy as np
 import pytest
 
 from figures.export import offline_problems
-from probes.report import main, model_names
 from probes.sweep import PROBES, full_sweep
+from report.cli import main, model_names
 
 ROOT = Path(__file__).resolve().parents[2]
 MODELS = [ROOT / "sample_models" / f"shakespeare-{rule}" for rule in ("prenorm", "full", "block")]
@@ -95,10 +95,9 @@ def test_sweep_api_and_bad_inputs(tmp_path):
         main([str(MODELS[0])])
 
 
-def test_module_entry_point_prints_help():
-    done = subprocess.run(
-        [sys.executable, "-m", "probes.report", "--help"], cwd=ROOT, capture_output=True, text=True
-    )
+@pytest.mark.parametrize("module", ["report", "probes.report"])  # the package, and its old name
+def test_module_entry_point_prints_help(module):
+    done = subprocess.run([sys.executable, "-m", module, "--help"], cwd=ROOT, capture_output=True, text=True)
     assert done.returncode == 0 and "--prompt" in done.stdout
 
 
