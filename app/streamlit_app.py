@@ -14,6 +14,8 @@ if str(REPO_ROOT) not in sys.path:  # so `import attnres, probes, figures, app` 
 
 import streamlit as st  # noqa: E402
 
+import app.warm  # noqa: E402, F401  (every session's first run waits here until it has run once)
+
 PAGES = [
     ("views/compare.py", "Compare", ":material/compare:", True),
     ("views/depth.py", "Depth routing", ":material/grid_on:", False),
