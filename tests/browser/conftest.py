@@ -26,6 +26,7 @@ import pytest
 REPO_ROOT = Path(__file__).resolve().parents[2]
 OUTPUT = REPO_ROOT / "test-output"
 SCREENSHOTS = OUTPUT / "screenshots"
+SERVER_LOG = OUTPUT / "browser-server.log"  # the server's stdout and stderr
 CHROMIUM = "/usr/bin/chromium"
 CHROMIUM_ARGS = [
     "--no-sandbox",
@@ -95,7 +96,7 @@ def serve(name: str, env: dict | None = None):
     OUTPUT.mkdir(exist_ok=True)
     log_path = OUTPUT / f"{name}.log"
     command = [
-        sys.executable, "-m", "streamlit", "run", "app/streamlit_app.py",
+        sys.executable, "-m", "app.serve",  # `streamlit run app/streamlit_app.py`, warmed up at start
         "--server.headless", "true", "--server.address", "127.0.0.1", "--server.port", str(port),
         "--browser.gatherUsageStats", "false",
     ]  # fmt: skip
@@ -263,4 +264,6 @@ def ui() -> SimpleNamespace:
         prompt_box=prompt_box,
         set_prompt=set_prompt,
         screenshot=screenshot,
+        SERVER_LOG=SERVER_LOG,
+        TIMEOUT_MS=TIMEOUT_MS,
     )
