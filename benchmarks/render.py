@@ -119,6 +119,9 @@ OTHER_RENDERERS = {
     "corpus_sweep": ("benchmarks.corpus_sweep", "render"),
     "profile-": ("benchmarks.profile_report", "render"),
     "realsize": ("benchmarks.realsize", "render"),
+    "first_view": ("benchmarks.first_view", "render"),
+    "soak": ("benchmarks.soak", "render"),
+    "throughput": ("benchmarks.throughput", "render"),
 }
 
 
