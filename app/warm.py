@@ -20,6 +20,7 @@ import threading
 # Libraries imported lazily by a page, a probe or a download, or looked up in sys.modules by
 # plotly and Streamlit; imported here, completely, before any session runs.
 import captum.attr  # noqa: F401  (attribution; imports IPython, matplotlib and PIL: the slowest)
+import huggingface_hub  # noqa: F401  (the inspector lists the hub cache)
 import kaleido  # noqa: F401  (PNG downloads)
 import matplotlib.pyplot  # noqa: F401  (Streamlit closes its figures after each run)
 import narwhals  # noqa: F401  (plotly's dataframe checks)

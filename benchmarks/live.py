@@ -93,6 +93,13 @@ class Server:
                 self.process.wait(timeout=15)
 
 
+def new_page(browser):
+    """A page in a fresh browser context (a new Streamlit session) that waits up to 10 minutes."""
+    context = browser.new_context(viewport=VIEWPORT)
+    context.set_default_timeout(600_000)
+    return context.new_page()
+
+
 def url_of(base: str, path: str = "", **query) -> str:
     return f"{base}/{path}" + (f"?{urlencode(query, doseq=True)}" if query else "")
 

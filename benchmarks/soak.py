@@ -78,7 +78,7 @@ def _sample(server, rows: list, phase: str, step: int, started: float, what: str
 
 def one_session(browser, server, prompts: int, rows: list) -> None:
     """One session: prompt i on page i (every page in turn)."""
-    page = browser.new_context(viewport=live.VIEWPORT).new_page()
+    page = live.new_page(browser)
     page.goto(server.url, timeout=600_000)
     live.settled(page)
     started, done, i = time.perf_counter(), 0, 0
@@ -97,7 +97,7 @@ def one_session(browser, server, prompts: int, rows: list) -> None:
 
 def many_sessions(browser, server, prompts: int, sessions: int, rows: list) -> None:
     """``sessions`` sessions at once, each on its own page, typing distinct prompts in rounds."""
-    pages = [browser.new_context(viewport=live.VIEWPORT).new_page() for _ in range(sessions)]
+    pages = [live.new_page(browser) for _ in range(sessions)]
     for page in pages:
         page.goto(server.url, wait_until="commit", timeout=600_000)
     for page in pages:

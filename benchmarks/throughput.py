@@ -63,7 +63,7 @@ def measure(changes: int, sessions: int) -> dict:
         result["health_s"] = server.wait_healthy()
         with sync_playwright() as playwright:
             browser = playwright.chromium.launch(executable_path=live.CHROMIUM, args=live.CHROMIUM_ARGS)
-            pages = [browser.new_context(viewport=live.VIEWPORT).new_page() for _ in range(sessions)]
+            pages = [live.new_page(browser) for _ in range(sessions)]
             for page in pages:
                 page.goto(server.url, timeout=600_000)
                 live.wait_charts(page, CHARTS)
