@@ -20,7 +20,6 @@ import threading
 # Libraries imported lazily by a page, a probe or a download, or looked up in sys.modules by
 # plotly and Streamlit; imported here, completely, before any session runs.
 import captum.attr  # noqa: F401  (attribution; imports IPython, matplotlib and PIL: the slowest)
-import huggingface_hub  # noqa: F401  (the inspector lists the hub cache)
 import kaleido  # noqa: F401  (PNG downloads)
 import matplotlib.pyplot  # noqa: F401  (Streamlit closes its figures after each run)
 import narwhals  # noqa: F401  (plotly's dataframe checks)
@@ -33,6 +32,7 @@ import plotly.offline  # noqa: F401  (HTML downloads inline plotly.js)
 import pyarrow  # noqa: F401  (st.dataframe)
 import tokenizers  # noqa: F401  (imported models' tokenizers)
 import torch  # noqa: F401
+from huggingface_hub import scan_cache_dir  # noqa: F401  (the inspector lists the hub cache; lazy package)
 
 import attnres.hf_tokenizer  # noqa: F401
 import attnres.importers  # noqa: F401
