@@ -1,5 +1,6 @@
-"""Imports in a real Chromium: a checkpoint saved without a tokenizer is loaded by path, given a
-tokenizer in the inspector, and then every analysis page runs on it with no exception or error box."""
+"""Imports in a real Chromium: a checkpoint saved without a tokenizer is loaded by path and given a
+tokenizer in the inspector, a Hugging Face Llama directory is loaded by path, and then every
+analysis page runs on both with no exception or error box."""
 
 from __future__ import annotations
 
@@ -7,7 +8,7 @@ import re
 
 import pytest
 
-from tests.toys import tokenizerless_repro_run
+from tests.toys import tiny_hf_llama, tokenizerless_repro_run
 
 pytestmark = pytest.mark.browser
 
@@ -49,64 +50,88 @@ def load_by_path(page, ui, path) -> str:
     return re.match(r"Loaded (.+); it is now offered", loaded.inner_text()).group(1)
 
 
-def choose_only(page, ui, name: str) -> None:
-    """Makes ``name`` the only model of the sidebar multiselect, or the model of its selectbox."""
+def choose(page, ui, names: list[str]) -> None:
+    """Makes ``names`` the models of the sidebar multiselect (or ``names[0]`` that of its selectbox)."""
     multiselect = page.get_by_test_id("stSidebar").get_by_test_id("stMultiSelect")
     chips = multiselect.locator("[data-tag] span[title]")
     if not multiselect.count():
         page.get_by_role("combobox", name="Model", exact=True).click()
-        page.get_by_role("option", name=name, exact=True).click()
+        page.get_by_role("option", name=names[0], exact=True).click()
         ui.settled(page)
         return
-    while others := [chip for chip in chips.all_inner_texts() if chip != name]:
-        page.get_by_role("button", name=f"Remove {others[0]}").click()
-        _expect()(chips.filter(has_text=re.compile(f"^{re.escape(others[0])}$"))).to_have_count(0)
-        ui.settled(page)
-    if name not in chips.all_inner_texts():
-        multiselect.click()
+    for name in names:  # add first: the last chip cannot be removed (the page keeps one model)
+        if name in chips.all_inner_texts():
+            continue
+        if chips.count() == 3:  # at most three models
+            _remove_chip(page, ui, chips, next(c for c in chips.all_inner_texts() if c not in names))
+        multiselect.locator("input").first.click()  # the middle of the box may be a chip
         page.get_by_role("option", name=name, exact=True).click()
         page.keyboard.press("Escape")
         ui.settled(page)
+    while others := [chip for chip in chips.all_inner_texts() if chip not in names]:
+        _remove_chip(page, ui, chips, others[0])
 
 
-def walk_every_analysis_page(page, ui, name: str) -> None:
-    """Visits each analysis page from the sidebar with ``name`` chosen: its charts name it, no failure."""
+def _remove_chip(page, ui, chips, name: str) -> None:
+    page.get_by_role("button", name=f"Remove {name}", exact=True).click()
+    _expect()(chips.filter(has_text=re.compile(f"^{re.escape(name)}$"))).to_have_count(0)
+    ui.settled(page)
+
+
+def expect_page_works(page, ui, title: str, draws: bool, shot: str) -> None:
+    """No exception or error box, no tokenizer warning, and every chart drawn with data."""
     expect = _expect()
+    ui.expect_no_failure(page)
+    expect(page.get_by_test_id("stAlertContentWarning").filter(has_text="tokenizer")).to_have_count(0)
+    if draws:  # every chart drawn with data (an SVG with a trace or a heatmap)
+        charts = page.get_by_test_id("stPlotlyChart")
+        expect(charts.first.locator("svg.main-svg").first).to_be_visible()
+        drawn = charts.evaluate_all("els => els.map(e => e.querySelectorAll('g.trace, g.hm').length)")
+        assert drawn and all(drawn), (title, drawn)
+    ui.screenshot(page, "import-" + re.sub(r"\W+", "-", shot.lower()).strip("-"))
+
+
+def walk_every_analysis_page(page, ui, names: list[str]) -> None:
+    """Visits each analysis page from the sidebar with the imported ``names`` chosen (one at a time
+    on the one-model pages)."""
     for link, title, draws in ANALYSIS_PAGES:
         ui.go_to(page, link, title)
-        choose_only(page, ui, name)
-        ui.expect_no_failure(page)
-        expect(page.get_by_test_id("stAlertContentWarning").filter(has_text="tokenizer")).to_have_count(0)
-        if draws:  # every chart drawn with data (an SVG with a trace or a heatmap)
-            charts = page.get_by_test_id("stPlotlyChart")
-            expect(charts.first.locator("svg.main-svg").first).to_be_visible()
-            drawn = charts.evaluate_all("els => els.map(e => e.querySelectorAll('g.trace, g.hm').length)")
-            assert drawn and all(drawn), (title, drawn)
-        ui.screenshot(page, "import-" + re.sub(r"\W+", "-", title.lower()).strip("-"))
+        if page.get_by_test_id("stSidebar").get_by_test_id("stMultiSelect").count():
+            choose(page, ui, names)
+            expect_page_works(page, ui, title, draws, title)
+            continue
+        for i, name in enumerate(names):
+            choose(page, ui, [name])
+            expect_page_works(page, ui, title, draws, f"{title} {i}")
 
 
-def test_tokenizerless_import_works_on_every_page_after_picking_a_tokenizer(new_page, app_url, ui, tmp_path):
+def test_imports_work_on_every_page(new_page, app_url, ui, tmp_path):
+    """A tokenizer-less repro run gets its meta.pkl picked in the inspector; a Hugging Face Llama
+    directory loads with its tokenizer.json; then every analysis page runs on both."""
     expect = _expect()
     ckpt, meta, _ = tokenizerless_repro_run(tmp_path)
+    tiny_hf_llama(tmp_path / "tiny-llama")
     page = new_page()
     ui.open_view(page, app_url, "inspector", "Checkpoint inspector", prompt=ui.SHORT_PROMPT)
-    name = load_by_path(page, ui, ckpt)
-    assert name == "out-repro-block, step 800, Block AttnRes S2"
-    expect(
-        page.get_by_test_id("stAlertContentWarning").filter(has_text="came without a tokenizer")
-    ).to_have_count(1)
+    repro = load_by_path(page, ui, ckpt)
+    assert repro == "out-repro-block, step 800, Block AttnRes S2"
+    missing = page.get_by_test_id("stAlertContentWarning").filter(has_text="came without a tokenizer")
+    expect(missing).to_have_count(1)
 
     page.get_by_test_id("stRadio").get_by_text("a file on this machine", exact=True).click()
     ui.settled(page)
     type_into(page, ui, TOKENIZER_PATH, str(meta))
     page.get_by_role("button", name="Use this tokenizer").click()
-    expect(
-        page.get_by_test_id("stAlertContentSuccess").filter(has_text="now reads the prompt with characters")
-    ).to_have_count(1)
-    expect(
-        page.get_by_test_id("stAlertContentWarning").filter(has_text="came without a tokenizer")
-    ).to_have_count(0)
+    picked = page.get_by_test_id("stAlertContentSuccess").filter(
+        has_text="now reads the prompt with characters"
+    )
+    expect(picked).to_have_count(1)
+    expect(missing).to_have_count(0)
     ui.settled(page)
+    llama = load_by_path(page, ui, tmp_path / "tiny-llama")
+    assert llama == "tiny-llama, PreNorm"
+    expect(page.get_by_test_id("stMetricValue").first).to_have_text("hf-llama")
+
     ui.go_to(page, "Compare", "Compare models")
     ui.set_prompt(page, ui.SHORT_PROMPT)
-    walk_every_analysis_page(page, ui, name)
+    walk_every_analysis_page(page, ui, [repro, llama])
