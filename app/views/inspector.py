@@ -147,7 +147,7 @@ def render_health(model) -> None:
     st.subheader("Health lint")
     with st.spinner("Checking the model…"):
         findings = lint_model(model)
-    if not findings:
+    if all(finding.severity == "info" for finding in findings):  # conventions and notes are no problems
         st.success("No problems found.")
     for finding in findings:
         SEVERITY_BOX[finding.severity](f"{finding.code}: {plain(finding.message)}")
