@@ -3,16 +3,20 @@
 The ``tokenizer`` entry of an imported checkpoint is ``{"type": "hf", "file": "tokenizer.json"}``:
 the file lies in the checkpoint directory and is named, never given as a path. Same interface as
 ``CharTokenizer``; byte-level BPE has no unknown characters, so ``encode_report(...).unknown`` is ().
+The ``tokenizers`` library is imported when a tokenizer is built, so that ``import attnres`` (the GPU
+benchmark machine, training) needs torch and no app dependency.
 """
 
 from __future__ import annotations
 
 import json
 from pathlib import Path
-
-from tokenizers import Tokenizer, decoders, models, pre_tokenizers
+from typing import TYPE_CHECKING
 
 from .basic_tokenizers import Encoding
+
+if TYPE_CHECKING:
+    from tokenizers import Tokenizer
 
 TOKENIZER_FILE = "tokenizer.json"
 MAX_TOKENIZER_BYTES = 100_000_000
@@ -40,6 +44,8 @@ class HFTokenizer:
     @classmethod
     def from_json_text(cls, text: str, origin) -> HFTokenizer:
         """Parses the text of a tokenizer.json (origin names it in errors)."""
+        from tokenizers import Tokenizer
+
         try:
             return cls(Tokenizer.from_str(text))
         except Exception as exc:  # the tokenizers library raises a bare Exception
@@ -54,6 +60,8 @@ class HFTokenizer:
         vocab, merges = directory / "vocab.json", directory / "merges.txt"
         if not (vocab.is_file() and merges.is_file()):
             return None
+        from tokenizers import Tokenizer, decoders, models, pre_tokenizers
+
         try:
             json.loads(_read_text(vocab))
             bpe = models.BPE.from_file(str(vocab), str(merges))
