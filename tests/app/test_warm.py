@@ -66,7 +66,7 @@ def test_warm_default_view_is_what_the_home_page_reads(ui, monkeypatch):
     for name, fn in list(compute.PROBES.items()):
         monkeypatch.setitem(compute.PROBES, name, _counting(calls, name, fn))
     monkeypatch.setattr(common, "prompt_loss", _counting(calls, "loss", compute.prompt_loss))
-    ui.open_app()  # a new prompt: computed, through the patched functions
+    ui.open_app(prompt=f"a prompt no earlier test cached {time.time_ns()}")  # computed, through the patches
     assert "depth_weights" in calls and "loss" in calls, calls
     calls.clear()
     at = AppTest.from_file(str(ui.REPO_ROOT / "app" / "streamlit_app.py"), default_timeout=120).run()
