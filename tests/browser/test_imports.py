@@ -86,6 +86,10 @@ def expect_page_works(page, ui, title: str, draws: bool, shot: str) -> None:
     if draws:  # every chart drawn with data (an SVG with a trace or a heatmap)
         charts = page.get_by_test_id("stPlotlyChart")
         expect(charts.first.locator("svg.main-svg").first).to_be_visible()
+        page.wait_for_function(  # charts draw one after another: wait until the last has its traces
+            "() => [...document.querySelectorAll('[data-testid=stPlotlyChart]')]"
+            ".every(e => e.querySelectorAll('g.trace, g.hm').length > 0)"
+        )
         drawn = charts.evaluate_all("els => els.map(e => e.querySelectorAll('g.trace, g.hm').length)")
         assert drawn and all(drawn), (title, drawn)
     ui.screenshot(page, "import-" + re.sub(r"\W+", "-", shot.lower()).strip("-"))
@@ -105,9 +109,16 @@ def walk_every_analysis_page(page, ui, names: list[str]) -> None:
             expect_page_works(page, ui, title, draws, f"{title} {i}")
 
 
-def test_imports_work_on_every_page(new_page, app_url, ui, tmp_path):
+def test_imports_work_on_every_page(new_page, ui, tmp_path):
     """A tokenizer-less repro run gets its meta.pkl picked in the inspector; a Hugging Face Llama
-    directory loads with its tokenizer.json; then every analysis page runs on both."""
+    directory loads with its tokenizer.json; then every analysis page runs on both.
+
+    On a server of its own: the models it loads are offered to every session of that server."""
+    with ui.serve("imports-server") as url:
+        _walk_imports(new_page, url, ui, tmp_path)
+
+
+def _walk_imports(new_page, app_url, ui, tmp_path):
     expect = _expect()
     ckpt, meta, _ = tokenizerless_repro_run(tmp_path)
     tiny_hf_llama(tmp_path / "tiny-llama")

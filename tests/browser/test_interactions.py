@@ -40,6 +40,7 @@ def test_prompt_change_updates_compare(new_page, app_url, ui):
     ui.open_view(page, app_url, "", "Compare models", prompt=ui.SHORT_PROMPT)
     caption = page.get_by_text(re.compile(r"^Prompt: \d+ tokens\.$"))
     expect(caption).to_have_text(f"Prompt: {len(ui.SHORT_PROMPT)} tokens.")
+    expect(page.get_by_test_id("stMetricValue")).to_have_count(3)  # drawn after the caption
     before = ui.metric_values(page)
     assert len(before) == 3 and all(v.endswith(" nats") for v in before), before
 
