@@ -10,15 +10,16 @@ import copy
 import dataclasses
 import hashlib
 import json
-import re
 from dataclasses import dataclass
 from pathlib import Path
 
 import streamlit as st
 
 from attnres import load_model
+from attnres.checkpoint import SNAPSHOTS_DIR
 from attnres.device import DTYPES
 from attnres.importers.hf_cache import cached_models, hf_cache_dir
+from attnres.safety import safe_name
 
 REPO_ROOT = Path(__file__).resolve().parent.parent
 SAMPLE_DIR = REPO_ROOT / "sample_models"
@@ -96,7 +97,7 @@ def upload_key(data: bytes) -> str:
 
 def display_name(raw: str, taken) -> str:
     """A short name made of safe characters only, unique among ``taken``."""
-    stem = re.sub(r"[^A-Za-z0-9 ,/._-]+", "_", str(raw))[:60].strip(" ,._") or "model"
+    stem = safe_name(raw, also=" ,/")[:60].strip(" ,._") or "model"
     name, i = stem, 2
     while name in taken:
         name, i = f"{stem}-{i}", i + 1
@@ -111,7 +112,7 @@ def run_of(path: str) -> str:
     ``snapshots/step-N``, the directory itself otherwise (``out-x``, ``out-x/step_1000``)."""
     path = Path(str(path).rstrip("/"))
     if path.suffix not in CHECKPOINT_SUFFIXES:
-        above = path.parent.parent.name if path.parent.name == "snapshots" else ""
+        above = path.parent.parent.name if path.parent.name == SNAPSHOTS_DIR else ""
         return above or path.name
     if path.stem in GENERIC_STEMS:
         return path.parent.name or path.name

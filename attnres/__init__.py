@@ -3,7 +3,7 @@
 from .basic_tokenizers import CharTokenizer
 from .checkpoint import CheckpointError, save_model
 from .config import ModelConfig
-from .device import select_device, select_dtype
+from .device import select_device
 from .loader import load_model
 from .model import Internals, Model, ModelOutput
 
@@ -17,5 +17,4 @@ __all__ = [
     "load_model",
     "save_model",
     "select_device",
-    "select_dtype",
 ]

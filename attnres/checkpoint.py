@@ -27,6 +27,7 @@ from .tokenizer import tokenizer_from_dict
 FORMAT = "attnres-lens"
 FORMAT_VERSION = 1
 CONFIG_FILE, WEIGHTS_FILE, CARD_FILE = "config.json", "model.safetensors", "README.md"
+SNAPSHOTS_DIR = "snapshots"  # a training run keeps earlier steps in <run>/snapshots/step-NNNNNN/
 MAX_CONFIG_BYTES = 10_000_000
 MAX_MESSAGE_CHARS = 600  # a CheckpointError message is one line a person reads
 ARCHIVE_SUFFIXES = (".zip", ".tar", ".tgz", ".gz", ".bz2", ".xz", ".zst", ".7z", ".rar")
@@ -89,6 +90,34 @@ def save_model(
     if card is not None:
         _atomic_write(directory / CARD_FILE, lambda p: p.write_text(card))
     return directory
+
+
+def snapshot_dir(run, step: int) -> Path:
+    """Where a training run keeps its checkpoint of ``step``: ``<run>/snapshots/step-NNNNNN``."""
+    return Path(run) / SNAPSHOTS_DIR / f"step-{step:06d}"
+
+
+def run_snapshots(run, final_step: int | None = None) -> tuple[tuple[int, str], ...]:
+    """(step, path) of every snapshot of a training run, then the final model (the run itself).
+
+    Args:
+        run: the run's checkpoint directory; its snapshots are the ``snapshots/step-N`` folders that
+            hold a config.json, in name order.
+        final_step: the final model's training step; by default one past the last snapshot's.
+
+    Returns:
+        The pairs, the final model last; empty when the run has no snapshots folder.
+    """
+    folder = Path(run) / SNAPSHOTS_DIR
+    if not folder.is_dir():
+        return ()
+    found = []
+    for path in sorted(folder.iterdir()):
+        match = re.fullmatch(r"step-(\d+)", path.name)
+        if match and (path / CONFIG_FILE).is_file():
+            found.append((int(match.group(1)), str(path)))
+    final_step = final_step or (found[-1][0] + 1 if found else 0)
+    return (*found, (final_step, str(run)))
 
 
 def _atomic_write(path: Path, write) -> None:

@@ -2,6 +2,8 @@
 
 from __future__ import annotations
 
+from contextlib import nullcontext
+
 import torch
 
 DTYPES = {"fp32": torch.float32, "bf16": torch.bfloat16, "fp16": torch.float16}
@@ -38,6 +40,13 @@ def dtype_name(device: torch.device | str, name: str | None = None) -> str:
     return name
 
 
-def select_dtype(device: torch.device | str, name: str | None = None) -> torch.dtype:
-    """The torch dtype of ``dtype_name(device, name)``."""
-    return DTYPES[dtype_name(device, name)]
+def autocast_for(device: torch.device | str, name: str):
+    """bf16/fp16 autocast on CUDA as asked; a no-op context on CPU/MPS or for fp32.
+
+    Args:
+        device: where the computation runs.
+        name: "bf16", "fp16" or "fp32" (a key of ``DTYPES``).
+    """
+    if torch.device(device).type == "cuda" and name != "fp32":
+        return torch.autocast("cuda", dtype=torch.bfloat16 if name == "bf16" else torch.float16)
+    return nullcontext()

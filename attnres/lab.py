@@ -1,4 +1,4 @@
-"""Training lab: a PreNorm model and its AttnRes twin trained side by side, live (issue #10).
+"""Training lab: a PreNorm model and its AttnRes twin trained side by side, live.
 
 Both twins start from the same seed and read the same batches in the same order; a background
 thread gives each one optimiser step in turn, so they progress together. ``run.state()`` is a
@@ -27,12 +27,13 @@ from pathlib import Path
 import numpy as np
 import torch
 
+from .card import TRAIN_LOSS, VALIDATION_LOSS, model_card
 from .checkpoint import save_model
 from .config import BLOCK_FAMILIES
 from .data import BatchSampler, heldout_loss, load_corpus
-from .device import select_device
+from .device import autocast_for, select_device
 from .lab_limits import PRESETS, LabError, Preset, check_fits
-from .train import TrainArgs, autocast_for, build_model, lr_at, make_optimizer, model_card, train_step
+from .train import TrainArgs, build_model, lr_at, make_optimizer, train_step
 
 __all__ = ["PRESETS", "PROBE_TEXT", "TWINS", "LabError", "LabState", "Preset", "TwinRun", "departure"]
 
@@ -358,8 +359,8 @@ class TwinRun:
             "tokens seen": state.tokens,
             "batch": f"{self.preset.batch_size} x {self.preset.block_size} characters",
             "seed": self.seed,
-            "final train loss (fixed training slice)": round(heldout_loss(model, corpus.train, windows), 4),
-            "final validation loss": round(heldout_loss(model, corpus.val, windows), 4),
+            TRAIN_LOSS: round(heldout_loss(model, corpus.train, windows), 4),
+            VALIDATION_LOSS: round(heldout_loss(model, corpus.val, windows), 4),
             "hardware": self.device.type,
             "torch": torch.__version__,
             "wall time (s)": round(state.elapsed_s, 1),

@@ -32,7 +32,7 @@ from . import kernels
 from ._plumbing import Recorder, SkipInit
 from .config import ModelConfig
 from .layers import Block, DepthAttention, make_norm
-from .sources import SourceRule
+from .sources import SourceRule, weighted_sum
 
 if TYPE_CHECKING:
     from .import_report import ImportReport
@@ -247,7 +247,7 @@ class Model(nn.Module):
             weights = self.site(l).biased(logits.float()).softmax(-1).to(sources.dtype)
         if mixer is not None:
             return mixer(l, sources, weights), weights
-        return torch.einsum("btk,kbtd->btd", weights, sources), weights  # h_l = sum_k alpha_k source_k
+        return weighted_sum(sources, weights), weights  # h_l = sum_k alpha_k source_k
 
     def _fixed_readout(self, l: int, stacked: Tensor) -> Tensor | None:
         """A peer's readout without a learned query (config.readout "none" / "sum"): its fixed weights

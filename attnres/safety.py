@@ -1,5 +1,6 @@
-"""Safe handling of uploaded checkpoint bytes (issue #9): a size limit, a fixed file name in a
-fresh private directory, and removal afterwards.
+"""Safe handling of uploaded checkpoint bytes: a size limit, a fixed file name in a fresh
+private directory, and removal afterwards; and ``safe_name``, the one rule for names made safe
+for files and folders.
 
 The name a user gives an upload is only ever used to read its extension, which must be one of
 ``UPLOAD_SUFFIXES``; it never becomes part of a path, so ``../`` or absolute names cannot escape.
@@ -8,6 +9,7 @@ The name a user gives an upload is only ever used to read its extension, which m
 from __future__ import annotations
 
 import os
+import re
 import shutil
 import tempfile
 from pathlib import Path
@@ -16,6 +18,18 @@ from .checkpoint import ARCHIVE_SUFFIXES, CheckpointError
 
 UPLOAD_SUFFIXES = (".safetensors", ".pt", ".pth", ".bin", ".json", ".pkl")
 UPLOAD_STEM = "upload"  # every upload is stored as upload<suffix>, whatever the user called it
+SAFE_NAME_PUNCTUATION = "._-"  # what safe_name keeps besides ASCII letters and digits
+
+
+def safe_name(text: str, also: str = "") -> str:
+    """``text`` with every run of other characters than letters, digits, ``.``, ``_`` and ``-``
+    (and those in ``also``) replaced by one ``_``; callers trim and bound the result.
+
+    Args:
+        text: a name a person gave (a run name, a model name, an uploaded file's name).
+        also: more characters to keep (e.g. ``" ,/"`` for a name that is only displayed).
+    """
+    return re.sub(f"[^A-Za-z0-9{re.escape(SAFE_NAME_PUNCTUATION + also)}]+", "_", str(text))
 
 
 def check_upload_size(n_bytes: int, limit: int, name: str = "the upload") -> None:

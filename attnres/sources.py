@@ -10,7 +10,7 @@ labels are fixed by the residual rule:
 
 Blocks hold S consecutive sublayers (only the last one can be shorter), N = ceil(L / S). Full AttnRes
 is read as blocks of one sublayer each. The model, lint, probes, figures and the lab all ask this
-module; none of them spells the rule again.
+module; none of them spells the rule again. ``weighted_sum`` is how a site mixes its sources.
 
 Two conventions of imported peers (docs/formats.md) live here too: ``first_block_has_embedding``
 (block 1's partial sum starts from v_0, so site 1 reads ("emb", "partial") and "B1" holds v_0..v_S)
@@ -22,6 +22,8 @@ from __future__ import annotations
 
 from dataclasses import dataclass
 from typing import TYPE_CHECKING
+
+import torch
 
 if TYPE_CHECKING:
     from torch import Tensor
@@ -138,6 +140,19 @@ class SourceRule:
     def last_member(self, label: str, l: int) -> int:
         """The latest output i that source ``label`` of site l contains (where a picture draws it)."""
         return self.members(label, l)[-1]
+
+
+def weighted_sum(sources: Tensor, weights: Tensor | None) -> Tensor:
+    """h_l = sum_k alpha_k source_k: a site's stacked sources [K, B, T, d] mixed by its depth weights
+    [B, T, K] into [B, T, d]; without weights (PreNorm) the plain sum, weight 1 each.
+
+    Args:
+        sources: the site's sources, stacked in the order of ``SourceRule.labels``.
+        weights: alpha over those sources per token, or None for the plain sum.
+    """
+    if weights is None:
+        return sources.sum(0)
+    return torch.einsum("btk,kbtd->btd", weights, sources)
 
 
 def running_block_sums(rule: SourceRule, sublayer_outputs: list[Tensor], embedding=None) -> list[Tensor]:

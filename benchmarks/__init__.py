@@ -1,1 +1,1 @@
-"""Speed and memory of the three residual rules (issue #8); see benchmarks/README.md."""
+"""Speed and memory of the three residual rules; see benchmarks/README.md."""

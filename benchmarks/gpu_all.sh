@@ -1,5 +1,5 @@
 #!/usr/bin/env bash
-# Everything issue #8 measures on a GPU, in one command (about 5-8 minutes on an H100):
+# Every GPU benchmark, in one command (about 5-8 minutes on an H100):
 #   bash benchmarks/gpu_all.sh
 # 1. the CUDA tests of the fused kernel (tests/attnres/test_kernels.py), log kept beside the results;
 # 2. the full benchmark (bf16 autocast, sample + gpt2-small + deep, inference + train, fused + compiled)

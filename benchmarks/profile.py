@@ -1,4 +1,4 @@
-"""Where the time of an AttnRes forward (and training step) goes, next to PreNorm's (issue #8).
+"""Where the time of an AttnRes forward (and training step) goes, next to PreNorm's.
 
     python -m benchmarks.profile --out-dir $OUT            # CUDA: gpt2-small, bf16 autocast
     python -m benchmarks.profile --device cpu --shape tiny  # a smoke run anywhere
@@ -31,9 +31,10 @@ from torch import nn
 from torch.profiler import ProfilerActivity, profile
 
 from attnres import kernels
+from attnres.device import DTYPES, autocast_for
 
 from .profile_report import overhead, render
-from .run import SHAPES, autocast, build_model
+from .run import SHAPES, build_model
 
 # kernel families, first match wins (names of cuBLAS/CUTLASS/flash/triton/ATen kernels)
 FAMILIES = [
@@ -216,7 +217,7 @@ def variants(args, device, shape_name):
     gen = torch.Generator().manual_seed(0)
     tokens = torch.randint(0, shape.vocab, (shape.batch, shape.seq + 1), generator=gen).to(device)
     inputs = tokens[:, :-1].contiguous()
-    dtype = {"bf16": torch.bfloat16, "fp16": torch.float16, "fp32": torch.float32}[args.dtype]
+    dtype = DTYPES[args.dtype]
     fused = device.type == "cuda" and kernels.fused_available()
     plans = [("prenorm", "sequential"), ("block", "sequential"), ("block", "two_phase")]
     plans += [("block", "fused"), ("full", "fused")] if fused else []
@@ -237,7 +238,7 @@ def variants(args, device, shape_name):
             else:
 
                 def step(model=model, depth_impl=depth_impl):
-                    with torch.no_grad(), autocast(device, dtype):
+                    with torch.no_grad(), autocast_for(device, args.dtype):
                         return model(inputs, depth_impl=depth_impl).logits
 
             yield f"forward {residual} {impl}", step, model
@@ -250,14 +251,13 @@ def train_variants(args, device, shape_name):
     gen = torch.Generator().manual_seed(0)
     tokens = torch.randint(0, shape.vocab, (shape.batch, shape.seq + 1), generator=gen).to(device)
     inputs, targets = tokens[:, :-1].contiguous(), tokens[:, 1:].contiguous()
-    dtype = {"bf16": torch.bfloat16, "fp16": torch.float16, "fp32": torch.float32}[args.dtype]
     cuda = device.type == "cuda"
     for residual, impl in [("prenorm", "sequential"), ("block", "sequential"), ("block", "two_phase")]:
         model = build_model(shape, residual, device).train()
         optimizer = torch.optim.AdamW(model.parameters(), lr=1e-5, **({"fused": True} if cuda else {}))
 
         def step(model=model, optimizer=optimizer, impl=impl):
-            with autocast(device, dtype):
+            with autocast_for(device, args.dtype):
                 loss = model(inputs, targets, depth_impl=impl).loss
             loss.backward()
             optimizer.step()
@@ -273,7 +273,7 @@ def main(argv=None) -> dict:
         "--device", choices=["cuda", "cpu"], default="cuda" if torch.cuda.is_available() else "cpu"
     )
     p.add_argument("--shape", choices=list(SHAPES), default="gpt2-small")
-    p.add_argument("--dtype", choices=["bf16", "fp16", "fp32"], default="bf16")
+    p.add_argument("--dtype", choices=list(DTYPES), default="bf16")
     p.add_argument("--out-dir", type=Path, default=Path(__file__).parent / "results")
     p.add_argument("--name", default=None, help="file stem (default profile-<device>)")
     p.add_argument("--repeats", type=int, default=10)

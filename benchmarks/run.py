@@ -1,11 +1,11 @@
-"""Speed and memory of PreNorm, Full and Block AttnRes, measured side by side (issue #8).
+"""Speed and memory of PreNorm, Full and Block AttnRes, measured side by side.
 
     python -m benchmarks.run --device cuda --out benchmarks/results/h100.json
     python -m benchmarks.run --device cpu --quick --out benchmarks/results/cpu-quick.json
 
 Per shape: forward latency of every residual rule and depth path (sequential, two_phase, the
 Triton "fused" kernel on CUDA, and torch.compile of two_phase), then the training step
-(forward + backward + AdamW) of each rule, then ratios against PreNorm and the issue's targets.
+(forward + backward + AdamW) of each rule, then ratios against PreNorm and the targets (``targets.py``).
 Writes the JSON of DESIGN.md §5 and the Markdown table rendered from it (same name, .md).
 Needs only torch (+ triton for the fused rows): no numpy, no app dependencies.
 """
@@ -13,7 +13,6 @@ Needs only torch (+ triton for the fused rows): no numpy, no app dependencies.
 from __future__ import annotations
 
 import argparse
-import contextlib
 import datetime
 import json
 import os
@@ -26,6 +25,7 @@ import torch
 
 from attnres import kernels
 from attnres.config import ModelConfig
+from attnres.device import DTYPES, autocast_for, dtype_name
 from attnres.model import Model
 
 from . import harness, render
@@ -77,13 +77,6 @@ def build_model(shape: Shape, residual: str, device: torch.device, seed: int = 0
     return model
 
 
-def autocast(device: torch.device, dtype: torch.dtype):
-    """Mixed precision on CUDA for bf16 / fp16; plain fp32 otherwise."""
-    if device.type == "cuda" and dtype != torch.float32:
-        return torch.autocast("cuda", dtype=dtype)
-    return contextlib.nullcontext()
-
-
 def _label(shape_name, phase, residual, impl) -> dict:
     return {"shape": shape_name, "phase": phase, "residual": residual,
             "attnres_block_size": BLOCK_S if residual == "block" else None, "depth_impl": impl}  # fmt: skip
@@ -119,7 +112,7 @@ def inference_variants(run, shape_name, models, tokens) -> list[Variant]:
             forward = torch.compile(forward, dynamic=False)
 
         def step(forward=forward):
-            with torch.no_grad(), autocast(run.device, run.dtype):
+            with torch.no_grad(), autocast_for(run.device, run.dtype_name):
                 return forward()
 
         params = harness.tensor_bytes(model.parameters())
@@ -138,7 +131,7 @@ def train_variants(run, shape_name, shape, tokens, targets) -> list[Variant]:
         optimizer = torch.optim.AdamW(model.parameters(), lr=1e-5, **fused_adam)
 
         def step(model=model, optimizer=optimizer, impl=impl):
-            with autocast(run.device, run.dtype):
+            with autocast_for(run.device, run.dtype_name):
                 loss = model(tokens, targets, depth_impl=impl).loss
             loss.backward()
             optimizer.step()
@@ -165,7 +158,7 @@ def measure(run, variants: list[Variant]) -> list[Variant]:
 def check_paths(run, shape_name, models, tokens) -> list[dict]:
     """Max |logits - sequential logits| of each depth path, so the GPU run validates the kernel."""
     rows = []
-    with torch.no_grad(), autocast(run.device, run.dtype):
+    with torch.no_grad(), autocast_for(run.device, run.dtype_name):
         for residual in ("full", "block"):
             ref = models[residual](tokens, depth_impl="sequential").logits.float()
             for impl in ["two_phase"] + (["fused"] if run.fused else []) + ["default"]:
@@ -202,8 +195,8 @@ class Run:
 
     def __init__(self, args):
         self.device = torch.device(args.device)
-        self.dtype_name = "fp32" if self.device.type == "cpu" else args.dtype or "bf16"
-        self.dtype = {"fp32": torch.float32, "bf16": torch.bfloat16, "fp16": torch.float16}[self.dtype_name]
+        self.dtype_name = dtype_name(self.device, args.dtype or "bf16")
+        self.dtype = DTYPES[self.dtype_name]
         self.quick, self.shapes, self.train = args.quick, args.shapes, not args.no_train
         self.repeats = args.repeats or (3 if args.quick else 15)
         self.warmup = args.warmup or (1 if args.quick else 3)
@@ -305,7 +298,7 @@ def parse_args(argv=None):
     p.add_argument("--device", choices=["cuda", "cpu"], default="cuda" if cuda else "cpu")
     p.add_argument("--out", type=Path, help="JSON path (default benchmarks/results/<device>[-quick].json)")
     p.add_argument("--quick", action="store_true", help="fewer repeats, fewer tokens at the big shapes")
-    p.add_argument("--dtype", choices=["bf16", "fp16", "fp32"], help="autocast dtype on CUDA (default bf16)")
+    p.add_argument("--dtype", choices=list(DTYPES), help="autocast dtype on CUDA (default bf16)")
     p.add_argument("--shapes", nargs="+", choices=list(SHAPES), default=["sample", "gpt2-small", "deep"])
     p.add_argument("--repeats", type=int, default=0, help="timed samples per variant (default 15, quick 3)")
     p.add_argument("--warmup", type=int, default=0, help="untimed calls per variant (default 3, quick 1)")

@@ -1,4 +1,5 @@
-"""The issue's performance targets, judged from result rows, and the probe-sweep timing hook."""
+"""The performance targets (benchmarks/README.md), judged from result rows, and the probe-sweep
+timing hook."""
 
 from __future__ import annotations
 

@@ -5,6 +5,8 @@ from __future__ import annotations
 import numpy as np
 import plotly.graph_objects as go
 
+from probes.prompt import token_strings
+
 from ._grid import site_labels
 from .style import SEQUENTIAL_COLORSCALE, finite_or_none, layout, model_title, safe_label
 
@@ -14,10 +16,6 @@ METRICS = {  # metric -> (subtitle, colour-bar title, colour scale)
     "kl": ("KL(final || lens) (nats)", "KL to final (nats)", "Magma_r"),
 }
 FIELDS = {"target_rank": "target_rank", "entropy": "entropy", "kl": "kl_to_final"}
-
-
-def _decode(tokenizer, token_id: int) -> str:
-    return tokenizer.decode([int(token_id)]) if tokenizer is not None else f"#{int(token_id)}"
 
 
 def lens_grid(lens, metric: str = "target_rank", prompt_index: int = 0) -> np.ndarray:
@@ -49,7 +47,7 @@ def logit_lens_heatmap(lens, metric: str = "target_rank", name: str = "", tokens
     tokens = list(tokens)[:n_tokens] if tokens is not None else [""] * n_tokens
     columns = [f"{i}: {safe_label(t)}" if t else str(i) for i, t in enumerate(tokens)]
     top1 = lens.top_ids[0, :n_tokens, :, 0].T  # [S, T]
-    hover = [[safe_label(_decode(tokenizer, i)) for i in row] for row in top1]
+    hover = [[safe_label(text) for text in token_strings(tokenizer, row, missing="#{}")] for row in top1]
     label, bar_title, colours = METRICS[metric]
     fig = go.Figure(
         go.Heatmap(
@@ -87,8 +85,9 @@ def logit_lens_table(lens, position: int = -1, tokenizer=None) -> list[dict]:
     rows = []
     for s, label in enumerate(site_labels(lens.sites, lens.kinds)):
         row = {"site": label}
-        for rank, (tid, p) in enumerate(zip(lens.top_ids[0, t, s], lens.top_probs[0, t, s], strict=True), 1):
-            row[f"top {rank}"] = f"{safe_label(_decode(tokenizer, tid))} ({float(p):.3f})"
+        texts = token_strings(tokenizer, lens.top_ids[0, t, s], missing="#{}")
+        for rank, (text, p) in enumerate(zip(texts, lens.top_probs[0, t, s], strict=True), 1):
+            row[f"top {rank}"] = f"{safe_label(text)} ({float(p):.3f})"
         rank = int(lens.target_rank[0, t, s])
         row["target rank"] = rank if rank >= 0 else None
         row["entropy"] = finite_or_none([lens.entropy[0, t, s]])[0]

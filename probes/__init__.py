@@ -25,7 +25,7 @@ from .dynamics import SnapshotSeries, over_snapshots
 from .gradients import GradientNorms, gradient_norms
 from .lens import LogitLens, logit_lens
 from .norms import StreamNorms, stream_norms
-from .prompt import Batch, Prompt, PromptError, encode_prompt, make_batch
+from .prompt import Batch, Prompt, PromptError, encode_prompt, make_batch, token_strings
 from .retrieval import Retrieval, depth_retrieval
 
 __all__ = [
@@ -63,5 +63,6 @@ __all__ = [
     "route_ablation",
     "stream_dilution",
     "stream_norms",
+    "token_strings",
     "trace",
 ]

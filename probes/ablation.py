@@ -17,9 +17,10 @@ import numpy as np
 import torch
 from torch import Tensor
 
+from attnres.sources import weighted_sum
+
 from ._common import ProbeResult, expect_shape, last_positions, next_token_targets, resume, to_numpy
-from .gradients import weighted_sum
-from .prompt import make_batch
+from .prompt import make_batch, token_strings
 
 MODES = ("zero_source", "uniform", "argmax", "plain_sum")
 
@@ -158,7 +159,4 @@ def _scores(logits: Tensor, targets: Tensor, pos: Tensor, k: int):
 
 
 def _token_table(model, ids: np.ndarray) -> tuple[tuple[str, ...], ...]:
-    tokenizer = getattr(model, "tokenizer", None)
-    if tokenizer is None:
-        return tuple(("",) * ids.shape[1] for _ in ids)
-    return tuple(tuple(tokenizer.decode([int(i)]) for i in row) for row in ids)
+    return tuple(token_strings(getattr(model, "tokenizer", None), row) for row in ids)

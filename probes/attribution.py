@@ -25,6 +25,7 @@ import torch
 from torch import Tensor
 
 from ._common import ProbeResult, expect_shape, last_positions, pad_last, resume, to_numpy, trace
+from .prompt import token_strings
 
 # Gauss-Legendre steps by default. Relative completeness error |delta| / max(|f(1) - f(0)|, 0.1) on
 # the shipped trio x 8 held-out prompts of 100-255 characters (benchmarks/results/ig_convergence.md):
@@ -263,7 +264,7 @@ class _Problem:
             sources=tuple(tr.labels),
             positions=to_numpy(pos),
             targets=to_numpy(tgt),
-            target_tokens=_strings(self.model, to_numpy(tgt)),
+            target_tokens=token_strings(getattr(self.model, "tokenizer", None), to_numpy(tgt)),
             attribution=to_numpy(pad_last(split)),
             weight=to_numpy(weight),
             logprob_model=to_numpy(full),
@@ -392,8 +393,3 @@ def _per_prompt(value, default: Tensor, device) -> Tensor:
         return default.long()
     out = torch.as_tensor(value, dtype=torch.long, device=device).reshape(-1)
     return out.expand(default.shape[0]).clone() if out.numel() == 1 else out
-
-
-def _strings(model, ids: np.ndarray) -> tuple[str, ...]:
-    tokenizer = getattr(model, "tokenizer", None)
-    return tuple(tokenizer.decode([int(i)]) for i in ids) if tokenizer is not None else ("",) * len(ids)

@@ -17,15 +17,10 @@ import numpy as np
 import torch
 from torch import Tensor
 
+from attnres.sources import weighted_sum
+
 from ._common import ProbeResult, expect_shape, mask_tokens, masked_mean, next_token_targets, to_numpy
 from .prompt import PromptError, make_batch
-
-
-def weighted_sum(sources: Tensor, weights: Tensor | None) -> Tensor:
-    """The model's own mix: sum_k alpha_k source_k, or the plain sum for PreNorm ([K,B,T,d] -> [B,T,d])."""
-    if weights is None:
-        return sources.sum(0)
-    return torch.einsum("btk,kbtd->btd", weights, sources)
 
 
 @dataclass(frozen=True)

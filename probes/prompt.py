@@ -98,7 +98,7 @@ def encode_prompt(model, text: str) -> Prompt:
         ids = ids[-block_size:]
     if not ids:
         raise PromptError("the prompt encodes to no tokens; try different text")
-    return Prompt(tokenizer.decode(ids), tuple(ids), tuple(_token_strings(tokenizer, ids)), tuple(notices))
+    return Prompt(tokenizer.decode(ids), tuple(ids), token_strings(tokenizer, ids), tuple(notices))
 
 
 def _encode(tokenizer, text: str) -> tuple[list[int], tuple[str, ...]]:
@@ -110,9 +110,24 @@ def _encode(tokenizer, text: str) -> tuple[list[int], tuple[str, ...]]:
     return list(tokenizer.encode(text)), ()
 
 
-def _token_strings(tokenizer, ids: list[int]) -> list[str]:
+def token_strings(tokenizer, ids, missing: str = "") -> tuple[str, ...]:
+    """The display string of each token id: the tokenizer's own ``token_strings`` when it has one,
+    else each id decoded on its own.
+
+    Args:
+        tokenizer: the model's tokenizer, or None.
+        ids: token ids (a list, a tensor row or a numpy array of integers).
+        missing: shown for every id when there is no tokenizer; ``{}`` in it becomes the id
+            (``"#{}"`` shows ``#17``).
+
+    Returns:
+        One string per id.
+    """
+    ids = [int(i) for i in ids]
+    if tokenizer is None:
+        return tuple(missing.format(i) for i in ids)
     strings = getattr(tokenizer, "token_strings", None)
-    return list(strings(ids)) if strings is not None else [tokenizer.decode([i]) for i in ids]
+    return tuple(strings(ids)) if strings is not None else tuple(tokenizer.decode([i]) for i in ids)
 
 
 def make_batch(model, inputs) -> Batch:

@@ -12,13 +12,13 @@ It sits above ``probes`` (the measurements) and ``figures`` (the plotly builders
 from __future__ import annotations
 
 import argparse
-import re
 import sys
 import time
 from pathlib import Path
 
 from tqdm import tqdm
 
+from attnres.safety import safe_name
 from probes.attribution import DEFAULT_IG_STEPS
 from probes.sweep import PROBES, full_sweep
 
@@ -34,7 +34,7 @@ th { background: #f4f4f4; } pre { background: #f8f8f8; padding: .6em; white-spac
 
 def _file_name(name: str) -> str:
     """A model name made safe as a file or directory name."""
-    return re.sub(r"[^A-Za-z0-9._-]+", "_", name).strip("._") or "model"
+    return safe_name(name).strip("._") or "model"
 
 
 def model_names(paths) -> list[str]:

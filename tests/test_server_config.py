@@ -1,4 +1,4 @@
-"""Issue #9: the Streamlit server listens on localhost only and bounds uploads."""
+"""The Streamlit server listens on localhost only and bounds uploads."""
 
 from __future__ import annotations
 

@@ -3,7 +3,6 @@ depth weights and stream norms at the chosen step, and the loss curves of train_
 
 from __future__ import annotations
 
-import re
 from pathlib import Path
 
 import streamlit as st
@@ -13,20 +12,15 @@ from app import state
 from app.charts import chart
 from app.common import Settings, header, need_models, sidebar, snapshot_series
 from app.models import ModelEntry, get_model
+from attnres.checkpoint import SNAPSHOTS_DIR, run_snapshots
 
 
 def snapshots_of(entry: ModelEntry) -> tuple[tuple[int, str], ...]:
     """(step, path) of every snapshot of a run, the final model last; empty without snapshots/."""
-    if entry.path is None or not (Path(entry.path) / "snapshots").is_dir():
+    if entry.path is None or not (Path(entry.path) / SNAPSHOTS_DIR).is_dir():
         return ()
-    found = []
-    for path in sorted((Path(entry.path) / "snapshots").iterdir()):
-        match = re.fullmatch(r"step-(\d+)", path.name)
-        if match and (path / "config.json").is_file():
-            found.append((int(match.group(1)), str(path)))
-    final = get_model(entry).import_report
-    final_step = getattr(final, "trained_steps", None) or (found[-1][0] + 1 if found else 0)
-    return (*found, (final_step, entry.path))
+    final_step = getattr(get_model(entry).import_report, "trained_steps", None)
+    return run_snapshots(entry.path, final_step)
 
 
 def step_choice(steps: list[int]) -> int:

@@ -2,9 +2,6 @@
 
 from __future__ import annotations
 
-import json
-from pathlib import Path
-
 import streamlit as st
 
 import figures
@@ -13,6 +10,7 @@ from app import state
 from app.charts import chart
 from app.common import header, names_of, need_models, probe, sidebar
 from app.models import shipped_entries
+from attnres.card import recorded_losses
 
 INTRO = """
 A language model like GPT is a stack of **layers**. Each layer reads a running summary of the text so
@@ -78,16 +76,16 @@ def render_simulator() -> None:
 
 
 def shipped_losses() -> list[dict]:
-    """Final train / validation loss of the shipped models, read from their config.json."""
+    """Parameters and final train / validation loss of the shipped models, as their cards record them."""
     rows = []
     for name, entry in shipped_entries().items():
-        training = json.loads((Path(entry.path) / "config.json").read_text()).get("training", {})
+        recorded = recorded_losses(entry.path)
         rows.append(
             {
                 "model": name,
-                "parameters": training.get("parameters"),
-                "train loss": training.get("final train loss"),
-                "validation loss": training.get("final validation loss"),
+                "parameters": recorded.parameters,
+                "train loss": recorded.train_loss,
+                "validation loss": recorded.validation_loss,
             }
         )
     return rows

@@ -3,8 +3,6 @@ batches), and watch the depth weights leave uniform while PreNorm's stream grows
 
 from __future__ import annotations
 
-import re
-
 import streamlit as st
 
 import figures
@@ -16,6 +14,7 @@ from app.models import REPO_ROOT, ModelEntry, add_user_model, choices, display_n
 from attnres.config import BLOCK_NAMES
 from attnres.device import available_devices, select_device
 from attnres.lab import PRESETS, PROBE_TEXT, TWINS, LabError, TwinRun
+from attnres.safety import safe_name
 
 RUN = "lab_run"  # session-state: this browser session's TwinRun (one at a time)
 REFUSED = "lab_refused"  # session-state: why the last Train press was refused
@@ -27,7 +26,7 @@ BLOCKS = {name: family for family, name in BLOCK_NAMES.items()}  # label -> conf
 
 def folder_name(raw: str) -> str | None:
     """A folder name made safe for runs/: letters, digits, '.', '_' and '-' only, no leading dot."""
-    name = re.sub(r"[^A-Za-z0-9._-]+", "_", raw.strip())[:60].lstrip(".")
+    name = safe_name(raw.strip())[:60].lstrip(".")
     return name or None
 
 

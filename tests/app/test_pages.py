@@ -2,6 +2,8 @@
 
 from __future__ import annotations
 
+import re
+
 import pytest
 
 TITLES = {
@@ -52,3 +54,18 @@ def test_download_row_under_each_chart(ui, app):
     names = [b.label for b in app.get("download_button")]
     assert {"HTML", "JSON"} <= set(names)
     assert names.count("HTML") == len(ui.charts(app))
+
+
+def test_learn_page_table_shows_the_losses_of_the_shipped_cards(ui):
+    cards = [p.read_text() for p in sorted((ui.REPO_ROOT / "sample_models").glob("*/README.md"))]
+
+    def row(card: str, field: str) -> float:
+        return float(re.search(rf"^\| {re.escape(field)} \| ([0-9.]+) \|$", card, re.M).group(1))
+
+    fields = ("parameters", "final train loss (fixed training slice)", "final validation loss")
+    expected = {tuple(row(card, field) for field in fields) for card in cards}
+    at = ui.open_app("views/learn.py")
+    ui.no_failures(at)
+    table = at.dataframe[0].value
+    shown = set(zip(table["parameters"], table["train loss"], table["validation loss"], strict=True))
+    assert len(cards) == 3 and shown == expected

@@ -1,4 +1,4 @@
-"""Issue #9, library half: a corpus of bad checkpoints, each built here in tmp_path.
+"""The library against bad checkpoints: a corpus of them, each built here in tmp_path.
 
 Every case must make ``load_model`` raise ``CheckpointError`` (never another exception type, never a
 hang, never code execution) with one sentence that names the file and the problem. The ``.pt``

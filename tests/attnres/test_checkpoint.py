@@ -10,6 +10,7 @@ import torch
 from safetensors.torch import load_file, save_file
 
 from attnres import CheckpointError, Model, load_model, save_model
+from attnres.checkpoint import run_snapshots
 
 pytestmark = pytest.mark.usefixtures("one_thread")
 RULES = [("prenorm", None), ("full", None), ("block", 3)]
@@ -178,3 +179,16 @@ def test_empty_model_has_the_shapes_and_loading_skips_initialisation():
     done = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, cwd=root, timeout=120)
     assert done.returncode == 0, done.stderr[-2000:]
     assert done.stdout.strip() == "False"
+
+
+def test_run_snapshots_lists_step_folders_with_a_config_then_the_final_model(tmp_path):
+    run = tmp_path / "run"
+    for name in ("step-000000", "step-000250", "step-001500", "step-000900", "latest", "step-x"):
+        (run / "snapshots" / name).mkdir(parents=True)
+    for name in ("step-000000", "step-000250", "step-001500", "latest", "step-x"):
+        (run / "snapshots" / name / "config.json").write_text("{}")  # step-000900 has none
+    folder = str(run / "snapshots")
+    expected = [(0, f"{folder}/step-000000"), (250, f"{folder}/step-000250"), (1500, f"{folder}/step-001500")]
+    assert list(run_snapshots(run)) == [*expected, (1501, str(run))]
+    assert list(run_snapshots(run, final_step=5000)) == [*expected, (5000, str(run))]
+    assert run_snapshots(tmp_path / "no-snapshots") == ()

@@ -1,4 +1,4 @@
-"""Issue #9: property tests. Whatever config.json or safetensors bytes a checkpoint holds,
+"""Property tests of loading. Whatever config.json or safetensors bytes a checkpoint holds,
 ``load_model`` either returns a model or raises CheckpointError with one clean line."""
 
 from __future__ import annotations

@@ -1,4 +1,4 @@
-"""Issue #9: the upload helpers the app uses (attnres.safety)."""
+"""The upload helpers the app uses and the safe-name rule (attnres.safety)."""
 
 from __future__ import annotations
 
@@ -8,7 +8,7 @@ import tempfile
 import pytest
 
 from attnres import CheckpointError, load_model
-from attnres.safety import check_upload_size, save_upload, upload_suffix
+from attnres.safety import check_upload_size, safe_name, save_upload, upload_suffix
 
 HOSTILE_NAMES = [
     "../../evil.pt",
@@ -105,3 +105,18 @@ def test_size_limit_is_checked_before_anything_is_written(private_tempdir):
     assert list(private_tempdir.iterdir()) == []
     with save_upload(b"x" * 10, ".pt", limit=10) as upload:
         assert upload.path.stat().st_size == 10
+
+
+@pytest.mark.parametrize(
+    ("raw", "also", "expected"),
+    [
+        ("out-shakespeare_char.v2", "", "out-shakespeare_char.v2"),
+        ("../../etc/passwd", "", ".._.._etc_passwd"),
+        ("a  b\n\tc", "", "a_b_c"),
+        ("Zürich ∑ run", "", "Z_rich_run"),
+        ("run, step 5/7: x", " ,/", "run, step 5/7_ x"),
+        ("", "", ""),
+    ],
+)
+def test_safe_name_keeps_letters_digits_and_the_named_punctuation(raw, also, expected):
+    assert safe_name(raw, also=also) == expected

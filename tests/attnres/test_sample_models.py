@@ -7,6 +7,7 @@ import pytest
 import torch
 
 from attnres import load_model
+from attnres.card import recorded_losses
 from attnres.data import heldout_loss, load_corpus, unigram_loss
 
 ROOT = Path(__file__).resolve().parents[2]
@@ -31,6 +32,14 @@ def test_validation_loss_matches_card_and_beats_unigram(rule, corpus):
     loss = heldout_loss(model, corpus.val, n_windows=32)
     assert round(loss, 2) == round(card_value(MODELS[rule], "final validation loss"), 2)
     assert loss < unigram_loss(corpus.train, corpus.val, len(corpus.tokenizer)) - 1.5
+
+
+@pytest.mark.parametrize("rule", MODELS)
+def test_recorded_losses_are_the_numbers_of_the_card(rule):
+    recorded = recorded_losses(MODELS[rule])
+    assert recorded.parameters == card_value(MODELS[rule], "parameters")
+    assert recorded.train_loss == card_value(MODELS[rule], "final train loss (fixed training slice)")
+    assert recorded.validation_loss == card_value(MODELS[rule], "final validation loss")
 
 
 def test_matched_budget():

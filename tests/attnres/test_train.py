@@ -12,6 +12,7 @@ import pytest
 import torch
 
 from attnres import load_model, save_model
+from attnres.card import recorded_losses
 from attnres.train import TrainArgs, lr_at, parse_args, train
 
 ROOT = Path(__file__).resolve().parents[2]
@@ -75,6 +76,10 @@ def test_tiny_run_learns_and_writes_checkpoints(tmp_path):
     assert snap.blocks[0].attn_res.query.abs().sum() == 0
     card = (tmp_path / "m" / "README.md").read_text()
     assert f"| final validation loss | {summary['final validation loss']} |" in card
+    recorded = recorded_losses(tmp_path / "m")
+    assert f"| final train loss (fixed training slice) | {recorded.train_loss} |" in card
+    assert f"| final validation loss | {recorded.validation_loss} |" in card
+    assert f"| parameters | {recorded.parameters} |" in card
 
 
 @pytest.mark.parametrize("rule", ["prenorm", "block"])

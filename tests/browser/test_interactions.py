@@ -1,6 +1,6 @@
-"""What a person does in a real Chromium (issue #6, and the browser side of issue #9): change the
-prompt or the models and see the view follow, share a link, upload bad checkpoints, type HTML into
-the prompt, and use the app from two sessions at once."""
+"""What a person does in a real Chromium: change the prompt or the models and see the view follow,
+share a link, upload bad checkpoints, type HTML into the prompt, and use the app from two sessions
+at once."""
 
 from __future__ import annotations
 

@@ -1,4 +1,4 @@
-"""Every page in a real Chromium (issue #6): its title, its charts drawn with the right titles, no
+"""Every page in a real Chromium: its title, its charts drawn with the right titles, no
 exception or error box, and a full-page screenshot under test-output/screenshots/."""
 
 from __future__ import annotations

@@ -2,10 +2,13 @@
 
 import time
 
+import numpy as np
 import pytest
 import torch
 
+from attnres.basic_tokenizers import CharTokenizer, IdTokenizer
 from probes import Batch, PromptError, depth_weights, encode_prompt, make_batch
+from probes.prompt import token_strings
 
 
 def test_empty_and_whitespace_prompts_raise_a_sentence(make_model):
@@ -53,3 +56,20 @@ def test_padding_never_changes_a_prompts_numbers(make_model, rule):
         torch.tensor(together.per_token[1, :2]), torch.tensor(alone.per_token[0]), equal_nan=True
     )
     assert (together.per_token[1, 2:] != together.per_token[1, 2:]).all()  # NaN at padding
+
+
+class _DecodeOnly:
+    """A tokenizer that can only decode: each id is its letter of the alphabet."""
+
+    def decode(self, ids):
+        return "".join(chr(ord("a") + i) for i in ids)
+
+
+def test_token_strings_of_each_kind_of_tokenizer():
+    ids = np.array([2, 0, 1])
+    assert token_strings(CharTokenizer("ab\n"), ids) == ("\n", "a", "b")
+    assert token_strings(IdTokenizer(300, mode="bytes"), [65, 10, 200]) == ("A", "\\x0a", "\\xc8")
+    assert token_strings(IdTokenizer(300), torch.tensor([7, 250])) == ("7", "250")
+    assert token_strings(_DecodeOnly(), ids) == ("c", "a", "b")
+    assert token_strings(None, ids) == ("", "", "")
+    assert token_strings(None, ids, missing="#{}") == ("#2", "#0", "#1")
