@@ -42,7 +42,8 @@ def test_json_follows_the_design_schema(tiny_run):
     for r in rows:
         assert (r["batch"], r["seq"], r["shape"]) == (2, 16, "tiny")
         assert r["median_ms"] > 0 and r["peak_mem_mb"] is None  # no allocator statistics on CPU
-        assert r["tokens_per_s"] == pytest.approx(2 * 16 / (r["median_ms"] / 1000), rel=1e-3)
+        tokens_per_s = 2 * 16 / (r["median_ms"] / 1000)
+        assert r["tokens_per_s"] == pytest.approx(tokens_per_s, rel=1e-3, abs=0.051)  # rounded to 0.1
         assert r["attnres_block_size"] == (4 if r["residual"] == "block" else None)
         assert r["ratio_vs_prenorm"] > 0
 
