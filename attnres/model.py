@@ -28,7 +28,7 @@ import torch
 import torch.nn.functional as F
 from torch import Tensor, nn
 
-from . import kernels
+from . import field_kernels, kernels
 from ._plumbing import Recorder, SkipInit
 from .config import ModelConfig
 from .layers import Block, DepthAttention, make_norm
@@ -40,7 +40,7 @@ if TYPE_CHECKING:
 # A mixer replaces the weighted sum at a site (used by probes for ablation and attribution):
 # mixer(site, sources [K, B, T, d], weights [B, T, K] or None for PreNorm) -> h [B, T, d].
 Mixer = Callable[[int, Tensor, Tensor | None], Tensor]
-DEPTH_IMPLS = (None, "sequential", "two_phase", "fused")
+DEPTH_IMPLS = (None, "sequential", "two_phase", "fused", *field_kernels.FIELD_IMPLS)
 
 
 @dataclass
@@ -142,6 +142,8 @@ class Model(nn.Module):
             depth_impl: "sequential" (the literal equations) or "two_phase" (paper Alg. 1); "fused"
                 is two_phase on the Triton kernel of kernels.py (CUDA, under no_grad, no internals),
                 else two_phase. None picks the fastest exact path (kernels.default_depth_impl).
+                "fla", "flash_attn_res", "liger", "fast_attnres": a maintained library's kernel
+                (field_kernels.py; refused with FieldKernelError where it cannot run).
             mixer: replaces the weighted sum at every site; runs on the sequential path.
             shared_keys: on the sequential path, normalise each source's key once instead of at
                 every site (the two-phase identity: weights equal the literal ones up to rounding,
@@ -172,7 +174,7 @@ class Model(nn.Module):
         if T > self.config.block_size:
             raise ValueError(f"sequence of {T} tokens exceeds the context of {self.config.block_size}")
         if depth_impl not in DEPTH_IMPLS:
-            raise ValueError(f"depth_impl must be 'sequential', 'two_phase' or 'fused', got {depth_impl!r}")
+            raise ValueError(f"depth_impl must be one of {', '.join(DEPTH_IMPLS[1:])}, got {depth_impl!r}")
         if (mixer is not None or shared_keys) and depth_impl not in (None, "sequential"):
             raise ValueError(
                 f"a mixer and shared_keys run on the sequential path, not depth_impl={depth_impl!r} "
@@ -181,6 +183,8 @@ class Model(nn.Module):
 
     def _run(self, v0: Tensor, depth_impl: str, mixer, shared_keys: bool, record) -> Tensor:
         """h_{L+1} by the chosen path: the fused kernel, Algorithm 1, or the equations as written."""
+        if depth_impl in field_kernels.FIELD_IMPLS:  # the field's maintained kernels (field_kernels.py)
+            return field_kernels.depth_forward(self, v0, depth_impl, _Sources(self.config, v0, False), record)
         ours = self.config.residual != "prenorm" and not _peer_conventions(self.config)
         if not ours or mixer is not None or shared_keys or depth_impl == "sequential":
             return self.sequential(v0, mixer, shared_keys=shared_keys, record=record)

@@ -6,6 +6,8 @@
 Per shape: forward latency of every residual rule and depth path (sequential, two_phase, the
 Triton "fused" kernel on CUDA, and torch.compile of two_phase), then the training step
 (forward + backward + AdamW) of each rule, then ratios against PreNorm and the targets (``targets.py``).
+On CUDA the field's AttnRes kernels (attnres/field_kernels.py: fla, flash_attn_res, liger,
+fast_attnres) get inference and training rows too, wherever their library is installed.
 Writes the JSON of DESIGN.md §5 and the Markdown table rendered from it (same name, .md).
 Needs only torch (+ triton for the fused rows): no numpy, no app dependencies.
 """
@@ -23,7 +25,7 @@ from pathlib import Path
 
 import torch
 
-from attnres import kernels
+from attnres import field_kernels, kernels
 from attnres.config import ModelConfig
 from attnres.device import DTYPES, autocast_for, dtype_name
 from attnres.model import Model
@@ -86,6 +88,7 @@ def inference_variants(run, shape_name, models, tokens) -> list[Variant]:
     """Forward passes under no_grad: every rule x depth path, plus compiled ones when enabled."""
     impls = ["sequential", "two_phase"] + (["fused"] if run.fused else [])
     plans = [("prenorm", "sequential")] + [(r, i) for r in ("full", "block") for i in impls]
+    plans += [(r, i) for r in ("full", "block") for i in run.field_impls(models[r].config)]
     if run.compile_for(shape_name):
         plans += [("prenorm", "sequential+compile")] + [(r, "two_phase+compile") for r in ("full", "block")]
     if run.graph:  # the whole no-grad forward replayed as one CUDA graph (kernels.GraphedForward)
@@ -123,10 +126,14 @@ def inference_variants(run, shape_name, models, tokens) -> list[Variant]:
 def train_variants(run, shape_name, shape, tokens, targets) -> list[Variant]:
     """One optimisation step per call: forward with loss, backward, AdamW, grads freed."""
     variants = []
-    attnres_plans = [(r, i) for r in ("full", "block") for i in ("sequential", "two_phase")]
+    attnres_plans = [
+        (r, i) for r in ("full", "block") for i in ("sequential", "two_phase", *field_kernels.FIELD_IMPLS)
+    ]
     plans = [("prenorm", "sequential")] + attnres_plans
     for residual, impl in plans:  # both depth paths of AttnRes: evidence for the default (README)
         model = build_model(shape, residual, run.device).train()
+        if impl in field_kernels.FIELD_IMPLS and impl not in run.field_impls(model.config):
+            continue
         fused_adam = {"fused": True} if run.device.type == "cuda" else {}
         optimizer = torch.optim.AdamW(model.parameters(), lr=1e-5, **fused_adam)
 
@@ -161,8 +168,17 @@ def check_paths(run, shape_name, models, tokens) -> list[dict]:
     with torch.no_grad(), autocast_for(run.device, run.dtype_name):
         for residual in ("full", "block"):
             ref = models[residual](tokens, depth_impl="sequential").logits.float()
-            for impl in ["two_phase"] + (["fused"] if run.fused else []) + ["default"]:
-                out = models[residual](tokens, depth_impl=None if impl == "default" else impl).logits.float()
+            field = run.field_impls(models[residual].config)
+            for impl in ["two_phase"] + (["fused"] if run.fused else []) + field + ["default"]:
+                try:  # a field library that fails on this GPU is reported, not fatal
+                    out = models[residual](
+                        tokens, depth_impl=None if impl == "default" else impl
+                    ).logits.float()
+                except Exception as error:
+                    run.errors.append(
+                        f"{shape_name} {residual} {impl} check: {type(error).__name__}: {error}"
+                    )
+                    continue
                 diff, scale = (out - ref).abs().max().item(), ref.abs().max().item()
                 rows.append({"shape": shape_name, "residual": residual, "depth_impl": impl,
                              "max_abs_diff_vs_sequential": diff, "max_abs_logit": scale})  # fmt: skip
@@ -210,8 +226,23 @@ class Run:
         self.notes, self.errors, self.checks = [], [], []
         if self.device.type == "cuda" and not self.fused:
             self.notes.append("fused rows skipped: triton cannot be imported here")
+        if self.device.type != "cuda":
+            self.notes.append(f"field-kernel rows ({', '.join(field_kernels.FIELD_IMPLS)}): CUDA only")
         if args.dtype and args.dtype != self.dtype_name:
             self.notes.append(f"--dtype {args.dtype} ignored on CPU: CPU runs are fp32")
+
+    def field_impls(self, config) -> list[str]:
+        """The field kernels that can run a model of this config here; a note for each that cannot."""
+        if self.device.type != "cuda":
+            return []
+        usable = []
+        for impl in field_kernels.FIELD_IMPLS:
+            reason = field_kernels.refusal(config, impl, self.device)
+            if reason is None:
+                usable.append(impl)
+            elif reason not in self.notes:
+                self.notes.append(reason)
+        return usable
 
     def elapsed_s(self) -> float:
         return (datetime.datetime.now() - self.started).total_seconds()
