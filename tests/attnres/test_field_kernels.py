@@ -9,6 +9,7 @@ skips with the adapter's own sentence when its library cannot run here. The refu
 
 from __future__ import annotations
 
+import importlib.metadata
 import importlib.util
 import os
 import sys
@@ -148,6 +149,20 @@ def test_an_absent_library_is_refused_with_its_pinned_version(make_model, make_t
             make_model("full")(make_tokens(), depth_impl="fla")
     finally:
         field_kernels._load.cache_clear()
+
+
+def test_fast_attnres_loads_beside_our_attnres(make_model):
+    """Its package is named attnres too: it is loaded under another name, ours stays ``attnres``."""
+    try:
+        importlib.metadata.distribution("fast-attnres")
+    except importlib.metadata.PackageNotFoundError:
+        pytest.skip("fast-attnres is not installed")
+    mix = field_kernels._load("fast_attnres", "cpu")
+    assert Path(sys.modules["attnres"].__file__).parent == ROOT / "attnres"
+    assert sys.modules["_fast_attnres"].__version__ == "2.1.0"
+    sources = [torch.randn(2, 3, 32, dtype=torch.bfloat16)] * 2
+    with pytest.raises(RuntimeError, match="CUDA"):  # its own check: the op is CUDA-only
+        mix(sources, make_model("full").site(3), 1e-6)
 
 
 def test_unknown_depth_impl_lists_the_field_kernels(make_model, make_tokens):
