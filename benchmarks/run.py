@@ -88,7 +88,7 @@ def inference_variants(run, shape_name, models, tokens) -> list[Variant]:
     """Forward passes under no_grad: every rule x depth path, plus compiled ones when enabled."""
     impls = ["sequential", "two_phase"] + (["fused"] if run.fused else [])
     plans = [("prenorm", "sequential")] + [(r, i) for r in ("full", "block") for i in impls]
-    plans += [(r, i) for r in ("full", "block") for i in run.field_impls(models[r].config)]
+    plans += [(r, i) for r in ("full", "block") for i in run.field_impls(shape_name, models[r].config)]
     if run.compile_for(shape_name):
         plans += [("prenorm", "sequential+compile")] + [(r, "two_phase+compile") for r in ("full", "block")]
     if run.graph:  # the whole no-grad forward replayed as one CUDA graph (kernels.GraphedForward)
@@ -132,7 +132,7 @@ def train_variants(run, shape_name, shape, tokens, targets) -> list[Variant]:
     plans = [("prenorm", "sequential")] + attnres_plans
     for residual, impl in plans:  # both depth paths of AttnRes: evidence for the default (README)
         model = build_model(shape, residual, run.device).train()
-        if impl in field_kernels.FIELD_IMPLS and impl not in run.field_impls(model.config):
+        if impl in field_kernels.FIELD_IMPLS and impl not in run.field_impls(shape_name, model.config):
             continue
         fused_adam = {"fused": True} if run.device.type == "cuda" else {}
         optimizer = torch.optim.AdamW(model.parameters(), lr=1e-5, **fused_adam)
@@ -168,7 +168,7 @@ def check_paths(run, shape_name, models, tokens) -> list[dict]:
     with torch.no_grad(), autocast_for(run.device, run.dtype_name):
         for residual in ("full", "block"):
             ref = models[residual](tokens, depth_impl="sequential").logits.float()
-            field = run.field_impls(models[residual].config)
+            field = run.field_impls(shape_name, models[residual].config)
             for impl in ["two_phase"] + (["fused"] if run.fused else []) + field + ["default"]:
                 try:  # a field library that fails on this GPU is reported, not fatal
                     out = models[residual](
@@ -226,14 +226,15 @@ class Run:
         self.notes, self.errors, self.checks = [], [], []
         if self.device.type == "cuda" and not self.fused:
             self.notes.append("fused rows skipped: triton cannot be imported here")
+        self.field, self.field_shapes = self.device.type == "cuda" and not args.no_field, args.field_shapes
         if self.device.type != "cuda":
             self.notes.append(f"field-kernel rows ({', '.join(field_kernels.FIELD_IMPLS)}): CUDA only")
         if args.dtype and args.dtype != self.dtype_name:
             self.notes.append(f"--dtype {args.dtype} ignored on CPU: CPU runs are fp32")
 
-    def field_impls(self, config) -> list[str]:
+    def field_impls(self, shape_name: str, config) -> list[str]:
         """The field kernels that can run a model of this config here; a note for each that cannot."""
-        if self.device.type != "cuda":
+        if not self.field or shape_name not in self.field_shapes:  # first calls autotune and compile
             return []
         usable = []
         for impl in field_kernels.FIELD_IMPLS:
@@ -337,6 +338,9 @@ def parse_args(argv=None):
     p.add_argument("--no-compile", action="store_true", help="skip the torch.compile rows")
     p.add_argument("--no-graph", action="store_true", help="skip the CUDA-graph rows")
     p.add_argument("--no-probe", action="store_true", help="skip the probe-sweep timing")
+    p.add_argument("--no-field", action="store_true", help="skip the field-kernel rows (fla, liger, ...)")
+    p.add_argument("--field-shapes", nargs="*", default=["sample", "deep"], choices=list(SHAPES),
+                   help="shapes with field-kernel rows (each library autotunes at first use)")  # fmt: skip
     p.add_argument("--compile-shapes", nargs="*", default=["gpt2-small", "deep"], choices=list(SHAPES))
     p.add_argument("--budget-s", type=float, default=0.0, help="skip compiling once 40%% of this is spent")
     args = p.parse_args(argv)
