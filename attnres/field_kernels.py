@@ -35,11 +35,11 @@ from torch import Tensor
 from .sources import SourceRule
 
 FIELD_IMPLS = ("fla", "flash_attn_res", "liger", "fast_attnres")
-PACKAGES = {  # depth_impl -> (distribution, its importable top-level module)
-    "fla": ("fla-core==0.6.0", "fla"),
-    "flash_attn_res": ("flash-attn-res==0.1.12", "flash_attn_res"),
-    "liger": ("liger-kernel==0.8.5", "liger_kernel"),
-    "fast_attnres": ("fast-attnres==2.1.0", None),  # found by its distribution (module name clash)
+DISTRIBUTIONS = {  # depth_impl -> the package to install (exact versions: requirements-gpu.txt)
+    "fla": "fla-core",
+    "flash_attn_res": "flash-attn-res",
+    "liger": "liger-kernel",
+    "fast_attnres": "fast-attnres",
 }
 TRITON_ON_CPU = ("flash_attn_res", "liger")  # Triton ops that run on CPU under TRITON_INTERPRET=1
 
@@ -105,7 +105,7 @@ def _missing(impl: str, device: torch.device) -> str | None:
     except Exception as error:  # absent, triton absent, or a version that fails at import
         why = f"{error.name!r} is missing" if isinstance(error, ImportError) else str(error).split(". ")[0]
         return (
-            f"depth_impl={impl!r} needs {PACKAGES[impl][0]} (requirements-gpu.txt), "
+            f"depth_impl={impl!r} needs {DISTRIBUTIONS[impl]} (its version in requirements-gpu.txt), "
             f"which cannot be imported here: {why}"
         )
     return None
@@ -171,9 +171,7 @@ def _mixing_dtype(v0: Tensor, impl: str) -> torch.dtype:
 @functools.cache
 def _load(impl: str, device_type: str):
     """The op of ``impl`` for a device type; raises ImportError when the library is absent."""
-    return {"fla": _fla, "flash_attn_res": _flash_attn_res, "liger": _liger, "fast_attnres": _fast_attnres}[
-        impl
-    ](device_type)
+    return _LOADERS[impl](device_type)
 
 
 def _fla(device_type: str) -> Callable:
@@ -193,6 +191,7 @@ def _fla(device_type: str) -> Callable:
 
 
 def _liger(device_type: str) -> Callable:
+    """liger's fused Triton op (on CPU only in Triton's interpreter)."""
     from liger_kernel.ops.attn_res import LigerAttnResFunction
 
     def mix(sources, site, eps):  # V [K, B, T, d], w_query, w_norm (the key-norm gain), eps
@@ -216,6 +215,7 @@ def _fast_attnres(device_type: str) -> Callable:
 
 
 def _flash_attn_res(device_type: str) -> tuple[Callable, Callable]:
+    """flash-attn-res's phase-1 and phase-2 ops (on CPU only in Triton's interpreter)."""
     import flash_attn_res as far
 
     if device_type != "cuda":  # the interpreter cannot benchmark autotune configs: keep the first of each
@@ -228,6 +228,9 @@ def _flash_attn_res(device_type: str) -> tuple[Callable, Callable]:
         ):
             far.set_autotune_configs(kernel, kernel.configs[:1])
     return far.phase_1_batched_attention_triton_op, far.phase_2_online_softmax_merge_triton_op
+
+
+_LOADERS = {"fla": _fla, "flash_attn_res": _flash_attn_res, "liger": _liger, "fast_attnres": _fast_attnres}
 
 
 def _package_dir(name: str) -> Path:

@@ -141,11 +141,11 @@ def test_cpu_refusals_name_what_is_needed(make_model, make_tokens, monkeypatch):
         model(make_tokens(), depth_impl="liger")
 
 
-def test_an_absent_library_is_refused_with_its_pinned_version(make_model, make_tokens, monkeypatch):
+def test_an_absent_library_is_refused_with_what_to_install(make_model, make_tokens, monkeypatch):
     monkeypatch.setitem(sys.modules, "fla", None)  # import fla now fails, installed or not
     field_kernels._load.cache_clear()
     try:
-        with pytest.raises(FieldKernelError, match=r"needs fla-core==0\.6\.0 \(requirements-gpu\.txt\)"):
+        with pytest.raises(FieldKernelError, match=r"needs fla-core \(its version in requirements-gpu"):
             make_model("full")(make_tokens(), depth_impl="fla")
     finally:
         field_kernels._load.cache_clear()
@@ -159,7 +159,7 @@ def test_fast_attnres_loads_beside_our_attnres(make_model):
         pytest.skip("fast-attnres is not installed")
     mix = field_kernels._load("fast_attnres", "cpu")
     assert Path(sys.modules["attnres"].__file__).parent == ROOT / "attnres"
-    assert sys.modules["_fast_attnres"].__version__ == "2.1.0"
+    assert not Path(sys.modules["_fast_attnres"].__file__).is_relative_to(ROOT)
     sources = [torch.randn(2, 3, 32, dtype=torch.bfloat16)] * 2
     with pytest.raises(RuntimeError, match="CUDA"):  # its own check: the op is CUDA-only
         mix(sources, make_model("full").site(3), 1e-6)
