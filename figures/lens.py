@@ -47,7 +47,13 @@ def logit_lens_heatmap(lens, metric: str = "target_rank", name: str = "", tokens
     tokens = list(tokens)[:n_tokens] if tokens is not None else [""] * n_tokens
     columns = [f"{i}: {safe_label(t)}" if t else str(i) for i, t in enumerate(tokens)]
     top1 = lens.top_ids[0, :n_tokens, :, 0].T  # [S, T]
-    hover = [[safe_label(text) for text in token_strings(tokenizer, row, missing="#{}")] for row in top1]
+    hover = [  # blank where the lens did not read (ids -1: a first reading of a long prompt)
+        [
+            safe_label(text) if i >= 0 else ""
+            for i, text in zip(row, token_strings(tokenizer, row.clip(0), missing="#{}"), strict=True)
+        ]
+        for row in top1
+    ]
     label, bar_title, colours = METRICS[metric]
     fig = go.Figure(
         go.Heatmap(

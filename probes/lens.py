@@ -61,33 +61,91 @@ class LogitLens(ProbeResult):
             expect_shape(name, getattr(self, name), (S,))
 
 
-# Rows (site x position) whose logits one chunk holds: at most CHUNK_BYTES of float32 temporaries
-# (the logits, their log-softmax and probabilities, and one product), so a 50k-token vocabulary never
-# needs a whole [sites, T, vocab] tensor.
-CHUNK_BYTES = 128 * 2**20
-TEMPORARIES = 4
+# Rows (state x position) whose logits one chunk holds: TEMPORARIES float32 [rows, vocab] buffers (the
+# logits, reused as scratch once read, their log-softmax and probabilities), reused from chunk to chunk,
+# at most CHUNK_BYTES and a quarter of the memory free, so a 50k-token vocabulary never needs a whole
+# [states, T, vocab] tensor. Fresh buffers per chunk would cost a page fault per 4 KiB written.
+CHUNK_BYTES = 256 * 2**20
+TEMPORARIES = 3
 MAX_CHUNK_ROWS = 8192
+# A lens whose head would cost more than QUICK_MACS multiply-adds (sites x positions x d_model x vocab)
+# is read in two steps: first FIRST_POSITIONS positions (see first_positions), then the rest. On a
+# GPT-2-small import (25 sites, 50k tokens, 256 positions: 247e9) the first 16 positions cost about
+# half a forward pass on a 2-thread CPU, every position about 6 forward passes.
+QUICK_MACS = 8e9
+FIRST_POSITIONS = 16
 
 
-def chunk_rows(vocab: int) -> int:
-    """Rows of logits per chunk so that TEMPORARIES float32 copies fit in CHUNK_BYTES."""
-    return int(max(1, min(MAX_CHUNK_ROWS, CHUNK_BYTES // (TEMPORARIES * 4 * vocab))))
+def first_positions(
+    model, n_tokens: int, position: int = -1, count: int = FIRST_POSITIONS
+) -> list[int] | None:
+    """The positions a first, quick lens of ``n_tokens`` reads, or None when reading every position
+    at once is quick (within QUICK_MACS): ``position`` (negative counts from the end) and the last
+    ``count - 1`` others, in order.
+
+    Raises:
+        ValueError: when ``position`` is not one of the n_tokens.
+    """
+    at = position + n_tokens if position < 0 else position
+    if not 0 <= at < n_tokens:
+        raise ValueError(f"position must be within the {n_tokens} tokens, got {position}")
+    sites, (vocab, d) = model.config.n_sublayers + 1, model.lm_head.weight.shape
+    if n_tokens <= count or sites * n_tokens * d * vocab <= QUICK_MACS:
+        return None
+    tail = [t for t in range(n_tokens - 1, -1, -1) if t != at][: count - 1]
+    return sorted([at, *tail])
 
 
-def _row_stats(logits: Tensor, final_logprobs: Tensor, targets: Tensor, k: int) -> dict[str, Tensor]:
-    """STATS of rows of logits [n, vocab] against the output's log-probabilities [n, vocab]."""
-    logprobs = logits.float().log_softmax(-1)
-    probs = logprobs.exp()
-    top = probs.topk(min(k, probs.shape[-1]), dim=-1)
-    safe = targets.clamp_min(0).unsqueeze(-1)
-    target_logprob = logprobs.gather(-1, safe).squeeze(-1)
-    rank = (logprobs > target_logprob.unsqueeze(-1)).sum(-1)
-    has = targets >= 0
+def chunk_rows(vocab: int, free_bytes: int | None = None) -> int:
+    """Rows of logits per chunk so that TEMPORARIES float32 copies fit in CHUNK_BYTES (and in a
+    quarter of ``free_bytes`` when given).
+    """
+    budget = CHUNK_BYTES if free_bytes is None else min(CHUNK_BYTES, free_bytes // 4)
+    return int(max(1, min(MAX_CHUNK_ROWS, budget // (TEMPORARIES * 4 * vocab))))
+
+
+class _Scratch:
+    """Float buffers reused from chunk to chunk, one per name, grown when a chunk needs more."""
+
+    def __init__(self):
+        self.buffers: dict[str, Tensor] = {}
+
+    def get(self, name: str, shape: tuple[int, ...], like: Tensor, dtype=torch.float32) -> Tensor:
+        """A [shape] view of the buffer ``name`` (uninitialised), on ``like``'s device."""
+        n, buf = int(np.prod(shape)), self.buffers.get(name)
+        if buf is None or buf.numel() < n or buf.device != like.device or buf.dtype != dtype:
+            buf = self.buffers[name] = torch.empty(n, dtype=dtype, device=like.device)
+        return buf[:n].view(shape)
+
+
+def _row_stats(logits: Tensor, final_logprobs: Tensor | int, targets: Tensor, k: int,
+               scratch: _Scratch | None = None) -> dict[str, Tensor]:  # fmt: skip
+    """STATS of c positions x S states of logits [c, S, vocab] (overwritten: used as scratch).
+
+    ``final_logprobs`` is the output's log-probabilities [c, vocab], or the index of the state whose
+    reading they are (its KL is then exactly 0); targets [c]. Each statistic is a pass or two over
+    the rows' log-probabilities (and probabilities) into reused buffers, no [c, S, vocab] tensor
+    allocated. Returns name -> [c, S] or [c, S, k].
+    """
+    scratch = scratch or _Scratch()
+    c, S, V = logits.shape
+    work = logits if logits.dtype == torch.float32 else logits.float()
+    logprobs = torch.log_softmax(work, -1, out=scratch.get("logprobs", (c, S, V), work))
+    probs = torch.exp(logprobs, out=scratch.get("probs", (c, S, V), work))
+    final = logprobs[:, final_logprobs] if isinstance(final_logprobs, int) else final_logprobs.float()
+    top = probs.topk(min(k, V), dim=-1)
+    entropy = -torch.mul(probs, logprobs, out=work).sum(-1)
+    # KL(p_final || p) = sum_v p_final (log p_final - log p), in work
+    kl = torch.sub(final[:, None], logprobs, out=work).mul_(final.exp()[:, None]).sum(-1)
+    target_logprob = logprobs.gather(-1, targets.clamp_min(0)[:, None, None].expand(c, S, 1)).squeeze(-1)
+    # the rank: how many log-probabilities exceed the target's, counted as 1.0s (exact below 2**24)
+    rank = torch.gt(logprobs, target_logprob[..., None], out=work).sum(-1).long()
+    has = (targets >= 0)[:, None].expand(c, S)
     return {
         "top_ids": top.indices,
         "top_probs": top.values,
-        "entropy": -(probs * logprobs).sum(-1),
-        "kl_to_final": (final_logprobs.exp() * (final_logprobs - logprobs)).sum(-1),
+        "entropy": entropy,
+        "kl_to_final": kl,
         "target_rank": torch.where(has, rank, torch.full_like(rank, -1)),
         "target_logprob": torch.where(has, target_logprob, torch.full_like(target_logprob, float("nan"))),
     }
@@ -96,9 +154,9 @@ def _row_stats(logits: Tensor, final_logprobs: Tensor, targets: Tensor, k: int) 
 def lens_stats(model, h: Tensor, final_logprobs: Tensor, targets: Tensor, k: int) -> dict[str, Tensor]:
     """Lens statistics of one stream state h [B, T, d] (see STATS), each [B, T] or [B, T, k]."""
     B, T = h.shape[:2]
-    out = _row_stats(model.readout(h).reshape(B * T, -1), final_logprobs.reshape(B * T, -1),
-                     targets.reshape(-1), k)  # fmt: skip
-    return {name: v.reshape(B, T, *v.shape[1:]) for name, v in out.items()}
+    logits = model.readout(h).reshape(B * T, 1, -1)
+    out = _row_stats(logits, final_logprobs.reshape(B * T, -1), targets.reshape(-1), k)
+    return {name: v.reshape(B, T, *v.shape[2:]) for name, v in out.items()}
 
 
 def stacked_stats(model, states: list[Tensor], reference: int, targets: Tensor, positions: Tensor, k: int,
@@ -113,25 +171,27 @@ def stacked_stats(model, states: list[Tensor], reference: int, targets: Tensor, 
         targets: [B, T] next-token ids, -1 where there is none.
         positions: [P, 2] (prompt, position) pairs to read.
         k: top-k size.
-        rows: logits rows per chunk (default ``chunk_rows(vocab)``); a chunk holds every state at
-            ``max(1, rows // S)`` positions.
+        rows: logits rows per chunk (default ``chunk_rows(vocab, free memory)``); a chunk holds every
+            state at ``max(1, rows // S)`` positions.
         on_chunk: called as ``on_chunk(done, total)`` positions after each chunk (progress, cancel).
 
     Returns:
         name -> [S, P] or [S, P, k]. The final norm runs once per state; the head and the statistics
-        run chunk by chunk, never on all positions at once.
+        run chunk by chunk into buffers reused between chunks, never on all positions at once.
     """
+    from attnres.lab_limits import available_memory
+
     b, t = positions[:, 0], positions[:, 1]
     normed = torch.stack([model.final_norm(h[b, t]) for h in states], dim=1)  # [P, S, d]
-    P, S = normed.shape[:2]
-    step = max(1, (rows or chunk_rows(model.lm_head.out_features)) // S)
-    parts = []
+    (P, S, d), weight = normed.shape, model.lm_head.weight
+    V = weight.shape[0]
+    step = max(1, (rows or chunk_rows(V, available_memory(normed.device))) // S)
+    scratch, parts = _Scratch(), []
     for a in range(0, P, step):
-        logits = model.lm_head(normed[a : a + step])  # [c, S, vocab]
-        final = logits[:, reference].float().log_softmax(-1)[:, None].expand_as(logits)
-        tgt = targets[b[a : a + step], t[a : a + step]][:, None].expand(logits.shape[:2])
-        parts.append(_row_stats(logits.flatten(0, 1), final.flatten(0, 1), tgt.flatten(), k))
-        parts[-1] = {name: v.reshape(-1, S, *v.shape[1:]) for name, v in parts[-1].items()}
+        x = normed[a : a + step].reshape(-1, d).to(weight.dtype)
+        logits = torch.mm(x, weight.t(), out=scratch.get("logits", (x.shape[0], V), x, weight.dtype))
+        parts.append(_row_stats(logits.view(-1, S, V), reference, targets[b[a : a + step], t[a : a + step]],
+                                k, scratch))  # fmt: skip
         if on_chunk is not None:
             on_chunk(min(a + step, P), P)
     return {name: torch.cat([p[name] for p in parts]).transpose(0, 1) for name in STATS}
@@ -192,11 +252,8 @@ def logit_lens(
     n = tr.n_sites
     sites = _scatter({name: v[:n] for name, v in stats.items()}, at, B, T)
     per_source = _scatter({name: v[n:] for name, v in stats.items()}, at, B, T)
-    real, has = to_numpy(tr.batch.mask), to_numpy(targets) >= 0
-    read = np.zeros_like(real)
+    read = np.zeros(tuple(tr.batch.mask.shape), dtype=bool)
     read[tuple(to_numpy(at).T)] = True
-    real, has = real & read, has & read
-    rank = sites["target_rank"].astype(np.float64)
     return LogitLens(
         residual=tr.residual,
         sites=np.arange(1, n + 1),
@@ -205,8 +262,62 @@ def logit_lens(
         targets=to_numpy(targets),
         **sites,
         **{"source_" + name: v for name, v in per_source.items()},
-        entropy_mean=sites["entropy"][real].mean(0) if real.any() else np.full(n, np.nan),
-        kl_mean=sites["kl_to_final"][real].mean(0) if real.any() else np.full(n, np.nan),
-        target_rank_mean=rank[has].mean(0) if has.any() else np.full(n, np.nan),
-        target_logprob_mean=(sites["target_logprob"][has].mean(0) if has.any() else np.full(n, np.nan)),
+        **_means(sites, to_numpy(tr.batch.mask) & read, (to_numpy(targets) >= 0) & read),
+    )
+
+
+def _means(sites: dict[str, np.ndarray], real: np.ndarray, has: np.ndarray) -> dict[str, np.ndarray]:
+    """The [S] means of the site statistics over the read real tokens (``real`` [B, T]) and, for the
+    target statistics, over the read real targets (``has``); NaN where there is none.
+    """
+    n = sites["entropy"].shape[-1]
+
+    def mean(values: np.ndarray, where: np.ndarray) -> np.ndarray:
+        return values[where].mean(0) if where.any() else np.full(n, np.nan)
+
+    return {
+        "entropy_mean": mean(sites["entropy"], real),
+        "kl_mean": mean(sites["kl_to_final"], real),
+        "target_rank_mean": mean(sites["target_rank"].astype(np.float64), has),
+        "target_logprob_mean": mean(sites["target_logprob"], has),
+    }
+
+
+def read_positions(lens: LogitLens) -> np.ndarray:
+    """[B, T] bool: the positions a lens read (``logit_lens(..., positions=...)``); its ids are -1
+    elsewhere.
+    """
+    return lens.top_ids[:, :, 0, 0] >= 0
+
+
+def merge_lenses(first: LogitLens, rest: LogitLens) -> LogitLens:
+    """One lens of the same model and prompt from two read at different positions: ``rest`` where it
+    read, ``first`` elsewhere, the means over every position either read (``logit_lens`` at the union
+    of their positions gives the same numbers).
+
+    Raises:
+        ValueError: when the two lenses do not cover the same prompt, sites and sources.
+    """
+    same = first.mask.shape == rest.mask.shape and (first.mask == rest.mask).all()
+    if (
+        not same
+        or first.top_ids.shape != rest.top_ids.shape
+        or (first.source_top_ids.shape != rest.source_top_ids.shape)
+    ):
+        raise ValueError("the two lenses cover different prompts, sites, sources or top-k sizes")
+    theirs = read_positions(rest)
+    merged = {}
+    for name in STATS:
+        for prefix in ("", "source_"):
+            a, b = getattr(first, prefix + name), getattr(rest, prefix + name)
+            merged[prefix + name] = np.where(theirs.reshape(theirs.shape + (1,) * (a.ndim - 2)), b, a)
+    read = read_positions(first) | theirs
+    return LogitLens(
+        residual=first.residual,
+        sites=first.sites,
+        kinds=first.kinds,
+        mask=first.mask,
+        targets=first.targets,
+        **merged,
+        **_means(merged, first.mask & read, (first.targets >= 0) & read),
     )

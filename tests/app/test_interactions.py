@@ -170,3 +170,20 @@ def test_learn_page_sentence_is_measured_on_the_prompt(ui):
         for l in range(L // 2 + 1, L + 1)
     ]
     assert abs(share - sum(shares) / len(shares)) < 6e-4
+
+
+def test_lens_page_draws_the_first_positions_then_every_position(ui, monkeypatch):
+    """A lens read in two steps (as for a large model) ends as the whole lens of the probe."""
+    from attnres import load_model
+    from probes import logit_lens
+
+    monkeypatch.setattr("probes.lens.QUICK_MACS", 0)  # every model's lens is read in two steps
+    prompt = "a lens read in two steps, then merged"  # no other test caches this prompt
+    at = ui.open_app("views/lens.py", models=["Full AttnRes"], prompt=prompt)
+    ui.no_failures(at)
+    model = load_model(ui.REPO_ROOT / "sample_models" / "shakespeare-full")
+    expected = logit_lens(model, prompt, sources=False)
+    z = np.asarray(ui.array(ui.chart_titled(at, "Logit lens")["data"][0]["z"]), dtype=float)
+    want = np.where(expected.target_rank[0] < 0, np.nan, expected.target_rank[0]).T
+    np.testing.assert_array_equal(z, want)  # every position read: NaN only at the last (no target)
+    assert not [c.value for c in at.caption if "the others follow" in c.value]

@@ -5,7 +5,7 @@ import pytest
 import torch
 
 from probes import logit_lens, make_batch, trace
-from probes.lens import lens_stats
+from probes.lens import first_positions, lens_stats, merge_lenses, read_positions
 
 RULES = [("prenorm", None), ("full", None), ("block", 2), ("block", 3)]
 
@@ -105,3 +105,38 @@ def test_lens_at_chosen_positions_and_without_sources(make_model):
     np.testing.assert_array_equal(some.top_ids[0, [1, 6]], everything.top_ids[0, [1, 6]])
     assert (some.target_rank[0, [0, 2, 6]] == -1).all()  # not read, or no next token (6)
     np.testing.assert_allclose(some.entropy_mean, everything.entropy[0, [1, 6]].mean(0), atol=1e-6)
+
+
+@pytest.mark.parametrize(("rule", "block"), RULES[:3])
+def test_two_reads_merged_equal_the_full_vocabulary_formula(make_model, rule, block):
+    model = make_model(rule, block)
+    batch = make_batch(model, ["abc defg", "hh"])
+    reference, targets = full_vocabulary_lens(model, batch, 3)
+    first = logit_lens(model, batch, top_k=3, positions=[0, -1], sources=False)
+    rest = logit_lens(model, batch, top_k=3, positions=[1, 2, 3, 4, 5, 6], sources=False)
+    merged = merge_lenses(first, rest)
+    real, has = batch.mask.numpy(), (targets >= 0).numpy()
+    np.testing.assert_array_equal(read_positions(merged), real)
+    for s, ref in enumerate(reference[: len(merged.sites)]):
+        for name, value in ref.items():
+            where = has if name.startswith("target") else real
+            got, want = getattr(merged, name)[:, :, s][where], value.numpy()[where]
+            np.testing.assert_allclose(got, want, atol=1e-6, rtol=1e-6, err_msg=name)
+    site_entropy = np.stack([r["entropy"].numpy() for r in reference[: len(merged.sites)]], -1)
+    np.testing.assert_allclose(merged.entropy_mean, site_entropy[real].mean(0), atol=1e-6)
+    site_rank = np.stack([r["target_rank"].numpy() for r in reference[: len(merged.sites)]], -1)
+    np.testing.assert_allclose(merged.target_rank_mean, site_rank[has].mean(0), atol=1e-6)
+    with pytest.raises(ValueError, match="different prompts"):
+        merge_lenses(first, logit_lens(model, batch, top_k=3, positions=[1]))  # with sources
+
+
+def test_first_positions_hold_the_asked_position_and_the_last_ones(make_model, monkeypatch):
+    model = make_model("full")
+    assert first_positions(model, 40, -5) is None  # a small model's whole lens is quick
+    monkeypatch.setattr("probes.lens.QUICK_MACS", 0)
+    assert first_positions(model, 40, -1, count=4) == [36, 37, 38, 39]
+    assert first_positions(model, 40, 3, count=4) == [3, 37, 38, 39]
+    assert first_positions(model, 40, -2, count=4) == [36, 37, 38, 39]
+    assert first_positions(model, 4, -1, count=4) is None  # every position is already few
+    with pytest.raises(ValueError, match="within the 40 tokens"):
+        first_positions(model, 40, 40)
