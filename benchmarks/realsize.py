@@ -36,6 +36,7 @@ from app.compute import prompt_loss
 from benchmarks.harness import cpu_run_header, write_results
 from benchmarks.probe_sweep import PROMPT as SHAKESPEARE
 from probes.attribution import REFINEMENT_STEPS, attribution_estimates
+from probes.lens import first_positions
 
 ROOT = Path(__file__).resolve().parents[1]
 PROMPT = (SHAKESPEARE + " " + SHAKESPEARE)[:256]
@@ -85,13 +86,30 @@ def _readout(model) -> int:
     return model.config.n_sublayers + 1
 
 
+def _n_tokens(model, text) -> int:
+    return len(probes.encode_prompt(model, text).ids) if isinstance(text, str) else int(text.shape[1])
+
+
+def lens_first(model, text):
+    """The Logit lens page's first result: the table's position (the last) and the last positions."""
+    positions = first_positions(model, _n_tokens(model, text), -1)
+    return probes.logit_lens(model, text, sources=False, positions=positions)
+
+
+def lens_rest(model, text):
+    """What the Logit lens page reads after its first result: every other position."""
+    first = set(first_positions(model, _n_tokens(model, text), -1) or range(_n_tokens(model, text)))
+    rest = [t for t in range(_n_tokens(model, text)) if t not in first]
+    return probes.logit_lens(model, text, sources=False, positions=rest) if rest else None
+
+
 # page -> what it computes on a first visit (the probes it asks for, as app/views call them)
 PAGES: dict[str, Callable] = {
     "compare": compare_page,
     "depth": lambda m, t: probes.depth_sinks(probes.depth_weights(m, t)),
     "dilution": lambda m, t: (probes.stream_norms(m, t), probes.gradient_norms(m, t)),
     "retrieval": lambda m, t: probes.depth_retrieval(m, t),
-    "lens": lambda m, t: probes.logit_lens(m, t, sources=False),
+    "lens": lens_first,
     "attribution_routes": lambda m, t: probes.route_ablation(m, t, _readout(m)),
     "ablation_click": lambda m, t: probes.ablate(m, t, _readout(m), "uniform"),
 }
@@ -164,13 +182,62 @@ def measure_gpt2(steps: tuple[int, ...], save: Callable[[dict], None]) -> dict:
             out["pages_s"][name], out["pages_cpu_s"][name] = timed(fn, model, text)[0], CPU_SECONDS[-1]
             _log(f"{name}: {out['pages_s'][name]:.1f} s")
         save(out)
+    out["lens_rest_s"], out["lens_rest_cpu_s"] = timed(lens_rest, model, PROMPT)[0], CPU_SECONDS[-1]
+    _log(f"lens, the other positions: {out['lens_rest_s']:.1f} s")
+    save(out)
     out["bare_forward_s"].append(bare_forward(model, tokens))
     out["bare_forward_cpu_s"].append(CPU_SECONDS[-1])
+    save(out)
+    first = first_positions(model, int(tokens.shape[1]), -1)
+    out["lens_first_positions"] = len(first) if first is not None else int(tokens.shape[1])
+    out["flops"] = flops(model, int(tokens.shape[1]), out["lens_first_positions"])
+    out["profile"] = {
+        "lens": profile_top(lens_first, model, PROMPT),
+        "attribution": profile_top(lambda: next(attribution_estimates(model, PROMPT, steps=steps[:1]))),
+    }
     save(out)
     if len(steps) > 1:  # the refinement: the whole plan again, so each level follows the one before
         out["attribution_levels"] = attribution_levels(model, PROMPT, steps)
         save(out)
     return out
+
+
+def flops(model, n_tokens: int, lens_positions: int) -> dict[str, float]:
+    """Multiply-add FLOPs (2 per MAC) of the matrix products: the bare forward (blocks, attention
+    scores and mixes, head at every position), the lens head at ``lens_positions`` and at every
+    position (every site), and one integrated-gradients step (the gated forward reading the head at
+    one position, and its backward to the gates: about twice its forward)."""
+    c, T = model.config, n_tokens
+    vocab, d = model.lm_head.weight.shape
+    blocks = (
+        2
+        * T
+        * sum(
+            p.numel()
+            for n, p in model.named_parameters()
+            if p.dim() == 2 and "wte" not in n and "wpe" not in n and "lm_head" not in n
+        )
+    )
+    attention = 2 * 2 * c.n_layer * T * T * d
+    head = 2 * T * d * vocab
+    sites = c.n_sublayers + 1
+    return {
+        "forward": blocks + attention + head,
+        "lens_first": 2 * sites * lens_positions * d * vocab,
+        "lens_all": 2 * sites * T * d * vocab,
+        "ig_step": 2 * (blocks + attention + 2 * d * vocab),
+    }
+
+
+def profile_top(fn: Callable, *args, n: int = 3) -> list[list]:
+    """The n operators with the most self CPU time in one call of fn: [name, share of the total]."""
+    from torch.profiler import ProfilerActivity, profile
+
+    with profile(activities=[ProfilerActivity.CPU]) as prof:
+        fn(*args)
+    events = sorted(prof.key_averages(), key=lambda e: e.self_cpu_time_total, reverse=True)
+    total = sum(e.self_cpu_time_total for e in events) or 1
+    return [[e.key, e.self_cpu_time_total / total] for e in events[:n]]
 
 
 def qwen3_shape():
@@ -251,13 +318,83 @@ def render(result: dict) -> str:
         first = g["attribution_levels"][0]
         name = f"attribution first estimate ({first['n_steps']} steps)"
         row(name, first["seconds"], first["cpu_s"], GOALS["attribution_first"])
-    lines += ["", "Attribution levels (each after the one before; the first includes the trace, f(1), f(0)):",
-              "", "| steps | wall s | CPU s | x forward (CPU) | relative completeness error |",
-              "| ---: | ---: | ---: | ---: | ---: |"]  # fmt: skip
+    if "lens_rest_s" in g:
+        lines += [
+            "",
+            f"Logit lens after its first result ({g.get('lens_first_positions', '?')} positions): "
+            f"the other positions {g['lens_rest_s']:.2f} s wall, {g['lens_rest_cpu_s']:.2f} CPU s "
+            f"({g['lens_rest_cpu_s'] / fwd_cpu:.1f} x forward, CPU), under the progress bar.",
+        ]
+    lines += _why(g, fwd, fwd_cpu)
+    lines += [
+        "",
+        "Attribution levels (each after the one before; the first includes the trace and f(0)):",
+        "",
+        "| steps | wall s | CPU s | x forward (CPU) | relative completeness error |",
+        "| ---: | ---: | ---: | ---: | ---: |",
+    ]
     for level in g["attribution_levels"]:
-        lines.append(f"| {level['n_steps']} | {level['seconds']:.2f} | {level['cpu_s']:.2f} | "
-                     f"{level['cpu_s'] / fwd_cpu:.1f} | {level['relative_error']:.1e} |")  # fmt: skip
+        lines.append(
+            f"| {level['n_steps']} | {level['seconds']:.2f} | {level['cpu_s']:.2f} | "
+            f"{level['cpu_s'] / fwd_cpu:.1f} | {level['relative_error']:.1e} |"
+        )
     return "\n".join(lines) + "\n"
+
+
+def _goals(g: dict) -> list[tuple[str, float, float, float]]:
+    """(name, wall s, CPU s, goal s) of every goal measured."""
+    out = [
+        (
+            name,
+            wall,
+            g["pages_cpu_s"][name],
+            GOALS["compare_prompt_change" if name == "compare_prompt_change" else "page"],
+        )
+        for name, wall in g["pages_s"].items()
+    ]
+    if g["attribution_levels"]:
+        first = g["attribution_levels"][0]
+        out.append(
+            (
+                f"attribution first estimate ({first['n_steps']} steps)",
+                first["seconds"],
+                first["cpu_s"],
+                GOALS["attribution_first"],
+            )
+        )
+    return out
+
+
+def _why(g: dict, fwd: float, fwd_cpu: float) -> list[str]:
+    """Which goals were met; for each missed one, what its time is made of (FLOPs, profile)."""
+    goals = _goals(g)
+    met = [name for name, wall, _, goal in goals if wall <= goal]
+    lines = ["", f"Goals met: {', '.join(met) or 'none'}."]
+    f, prof = g.get("flops"), g.get("profile", {})
+    for name, wall, cpu, goal in goals:
+        if wall <= goal:
+            continue
+        why = (
+            f"- {name} missed ({wall:.2f} s > {goal:g} s): {cpu / fwd_cpu:.1f} x the bare forward in CPU "
+            f"seconds, {wall / fwd:.1f} x in wall seconds; the forward itself took {fwd:.2f} s wall"
+        )
+        if name == "lens" and f:
+            why += (
+                f"; the lens head at {g['lens_first_positions']} positions x every site is "
+                f"{f['lens_first'] / 1e9:.0f} GFLOP beside the forward's {f['forward'] / 1e9:.0f} GFLOP "
+                f"(every position: {f['lens_all'] / 1e9:.0f} GFLOP), plus the trace (one forward)"
+            )
+        if name.startswith("attribution first") and f:
+            steps = g["attribution_levels"][0]["n_steps"]
+            why += (
+                f"; the trace and f(0) (about 2 forwards) and {steps} gradient evaluations of "
+                f"{f['ig_step'] / 1e9:.0f} GFLOP each (forward {f['forward'] / 1e9:.0f} GFLOP)"
+            )
+        key = "lens" if name == "lens" else "attribution" if name.startswith("attribution first") else None
+        if key in prof:
+            why += "; profile: " + ", ".join(f"{op} {share:.0%}" for op, share in prof[key])
+        lines.append(why + ".")
+    return lines
 
 
 def _render_qwen(result: dict) -> str:

@@ -24,6 +24,9 @@ import numpy as np
 import torch
 from torch import Tensor
 
+from attnres.lab_limits import available_memory
+from attnres.sources import running_block_sums, source_tensors
+
 from ._common import ProbeResult, expect_shape, last_positions, pad_last, resume, to_numpy, trace
 from .prompt import token_strings
 
@@ -32,8 +35,10 @@ from .prompt import token_strings
 # 32 steps up to 0.15 (6 of 24 pairs over 1%), 64 steps up to 6.0e-3, 128 steps up to 2.1e-5.
 DEFAULT_IG_STEPS = 64
 # attribution_estimates: Gauss-Legendre rules tried in turn until the relative completeness error is
-# below CONVERGED (the Attribution page's threshold).
-REFINEMENT_STEPS = (8, 16, 32, 64)
+# below CONVERGED (the Attribution page's threshold). The first, 2 steps, is the page's first estimate: on
+# a GPT-2-small import (256 tokens) it costs about 6 forward passes on a 2-thread CPU (the trace, f(0),
+# two gradient evaluations), 8 steps about 18.
+REFINEMENT_STEPS = (2, 4, 8, 16, 32, 64)
 CONVERGED = 0.01
 
 # How many gate settings (rows) one evaluation of the integrand takes: at most TOKENS_PER_EVALUATION
@@ -42,10 +47,11 @@ CONVERGED = 0.01
 # sum(K_l) bytes per token). On a 2-thread CPU the sample models did best at 4,096 tokens: Full,
 # 32 steps, 256 characters: 5.1-7.1 s as one 8,192-token evaluation, 1.6-1.8 s in chunks of 4,096;
 # Block, 64 steps: 2.0 s at 16 rows, 2.2-2.4 s at 47. The byte bound keeps a GPT-2-small import to
-# a few hundred tokens per evaluation instead of about 7 GiB. On CUDA each evaluation costs launches
-# rather than memory traffic, so both bounds are 16x larger (not yet timed on a GPU).
+# a few rows of 256 tokens per evaluation instead of about 7 GiB; a quarter of the memory free bounds
+# it too. On CUDA each evaluation costs launches rather than memory traffic, so both fixed bounds are
+# 16x larger (not yet timed on a GPU).
 TOKENS_PER_EVALUATION = 4096
-EVALUATION_BYTES = 768 * 2**20
+EVALUATION_BYTES = 4 * 2**30
 CUDA_FACTOR = 16
 BYTES_PER_SOURCE_VALUE = 12  # fp32 stack + weighted copy + gradient
 
@@ -128,12 +134,22 @@ class _GatedModel:
 def _route_means(tr, positions: Tensor) -> Tensor:
     """[B, G, d] every (site, source) route's mean over the real tokens at or before the explained
     position, in the gates' order (sites 1..L+1, sources in label order).
+
+    The mean is linear, so each v_i is averaged once and every source (a block sum of v_i) is the
+    same sum of the means: no site's [K_l, B, T, d] stack is built.
     """
     T = tr.batch.tokens.shape[1]
     upto = tr.batch.mask & (torch.arange(T, device=positions.device)[None, :] <= positions[:, None])
-    w = upto.to(tr.embedding.dtype)[None, :, :, None]  # [1, B, T, 1]
-    means = [(tr.sources(l) * w).sum(2) / w.sum(2) for l in range(1, tr.n_sites + 1)]  # K_l x [B, d]
-    return torch.cat(means).transpose(0, 1).contiguous()
+    w = upto.to(tr.embedding.dtype)
+    w = (w / w.sum(1, keepdim=True))[:, None, :]  # [B, 1, T]
+
+    embedding, outputs = torch.bmm(w, tr.embedding), [torch.bmm(w, v) for v in tr.sublayer_outputs]
+    running = running_block_sums(tr.source_rule, outputs, embedding)
+    means = [
+        torch.cat(source_tensors(tr.source_rule, l, embedding, outputs, running), dim=1)
+        for l in range(1, tr.n_sites + 1)
+    ]  # K_l x [B, 1, d] -> [B, K_l, d]
+    return torch.cat(means, dim=1).contiguous()
 
 
 def gate_attribution(
@@ -188,8 +204,8 @@ def attribution_estimates(
         steps: the step counts to try, in order.
         tolerance: stop after the first estimate whose ``relative_error()`` is below it for every
             prompt (see ``GateAttribution.relative_error``).
-        on_progress: called as ``on_progress(done, total)`` in evaluated rows (gate settings, f(1)
-            and f(0) included) before each evaluation, ``total`` counting every level of ``steps``;
+        on_progress: called as ``on_progress(done, total)`` in evaluated rows (gate settings, f(0)
+            included) before each evaluation, ``total`` counting every level of ``steps``;
             an exception it raises stops the computation (cancellation).
 
     Yields:
@@ -197,7 +213,7 @@ def attribution_estimates(
     """
     problem = _Problem(model, inputs, positions, targets)
     B, done = problem.tokens.shape[0], [0]
-    total = B * (2 + sum(steps))  # f(1) and f(0) once, then each level's steps
+    total = B * (1 + sum(steps))  # f(0) once, then each level's steps
 
     def count(rows: int) -> None:
         if on_progress is not None:
@@ -228,13 +244,16 @@ class _Problem:
 
     @torch.no_grad()
     def ends(self) -> tuple[Tensor, Tensor]:
-        """(f(1), f(0)) [B] each, evaluated once."""
+        """(f(1), f(0)) [B] each, evaluated once: f(1), every gate open, is the model itself (read off
+        the trace); f(0) is one evaluation of B rows.
+        """
         if self._ends is None:
             B, G = self.tokens.shape[0], sum(self.counts)
-            gates = torch.cat([torch.ones(B, G), torch.zeros(B, G)]).to(self.tokens.device)
-            both = self.f(gates, self.embedding.repeat(2, 1, 1), self.pos.repeat(2), self.tgt.repeat(2),
-                          self.means.repeat(2, 1, 1))  # fmt: skip
-            self._ends = both[:B], both[B:]
+            rows = torch.arange(B, device=self.tokens.device)
+            full = self.tr.logits[rows, self.pos].float().log_softmax(-1)[rows, self.tgt]
+            gates = torch.zeros(B, G, device=self.tokens.device)
+            zero = self.f(gates, self.embedding, self.pos, self.tgt, self.means)
+            self._ends = full, zero
         return self._ends
 
     def integrate(self, n_steps: int, internal_batch_size: int | None = None) -> GateAttribution:
@@ -378,12 +397,16 @@ def memory_refusal(model, n_tokens: int, free_bytes: int) -> str | None:
     )
 
 
-def _rows_per_evaluation(model, counts: list[int], tokens: Tensor) -> int:
-    """Gate settings per evaluation within both bounds: a multiple of the B prompts, at least B."""
+def _rows_per_evaluation(model, counts: list[int], tokens: Tensor, free_bytes: int | None = None) -> int:
+    """Gate settings per evaluation within the bounds (EVALUATION_BYTES and a quarter of
+    ``free_bytes``, default the memory free on the tokens' device): a multiple of the B prompts, at
+    least B.
+    """
     B, T = tokens.shape
     scale = CUDA_FACTOR if tokens.is_cuda else 1
     per_token = BYTES_PER_SOURCE_VALUE * model.config.d_model * sum(counts)
-    fit = min(scale * TOKENS_PER_EVALUATION, scale * EVALUATION_BYTES // per_token)
+    free = available_memory(tokens.device) if free_bytes is None else free_bytes
+    fit = min(scale * TOKENS_PER_EVALUATION, min(scale * EVALUATION_BYTES, free // 4) // per_token)
     return max(1, fit // (B * T)) * B
 
 

@@ -138,8 +138,8 @@ def draw_attribution(entry: ModelEntry, settings: Settings, attr, prompt, positi
             "(gate 0) to the source itself (gate 1); the orange bars set one route alone to its mean. "
             "Attributions sum to log p(model) − log p(means) "
             f"= {attr.logprob_model[0] - attr.logprob_baseline[0]:+.3f} nats, "
-            f"to within {abs(attr.convergence_delta[0]):.1e} at {attr.n_steps} steps"
-            + (" (refining)." if refining else ".")
+            f"to within {abs(attr.convergence_delta[0]):.1e} ({100 * attr.relative_error()[0]:.2g}% "
+            f"completeness error) at {attr.n_steps} steps" + (" (refining)." if refining else ".")
         )
     )
     if attr.relative_error()[0] > UNCONVERGED and not refining:

@@ -131,11 +131,16 @@ def test_evaluation_chunks_follow_the_bounds_and_do_not_change_the_result(make_m
     big = [len(gpt2.depth_source_labels(l)) for l in range(1, 26)]
     assert sum(big) == 325  # PreNorm: site l reads v_0..v_{l-1}
     per_token = BYTES_PER_SOURCE_VALUE * 768 * 325
+    plenty = 64 * EVALUATION_BYTES
     assert (
-        _rows_per_evaluation(gpt2, big, torch.zeros(1, 100, dtype=torch.long))
+        _rows_per_evaluation(gpt2, big, torch.zeros(1, 100, dtype=torch.long), plenty)
         == EVALUATION_BYTES // per_token // 100
     )
-    assert _rows_per_evaluation(gpt2, big, torch.zeros(3, 1024, dtype=torch.long)) == 3  # never below B
+    little = 4 * 3 * per_token * 100  # a quarter of it holds 3 rows of 100 tokens
+    assert _rows_per_evaluation(gpt2, big, torch.zeros(1, 100, dtype=torch.long), little) == 3
+    assert (
+        _rows_per_evaluation(gpt2, big, torch.zeros(3, 1024, dtype=torch.long), plenty) == 3
+    )  # never below B
     a = gate_attribution(model, ["abcde", "hg"], n_steps=8)
     b = gate_attribution(model, ["abcde", "hg"], n_steps=8, internal_batch_size=2)
     np.testing.assert_allclose(b.attribution, a.attribution, atol=1e-5, equal_nan=True)
@@ -237,7 +242,7 @@ def test_estimates_refine_and_equal_the_whole_model_integral(make_model, rule, b
         )
     )
     assert [e.n_steps for e in estimates] == [4, 8]
-    assert seen[0] == (0, 14) and seen[-1][0] < 14 and [d for d, _ in seen] == sorted(d for d, _ in seen)
+    assert seen[0] == (0, 13) and seen[-1][0] < 13 and [d for d, _ in seen] == sorted(d for d, _ in seen)
     for estimate in estimates:
         reference = whole_model_attribution(model, "abcdeh", estimate.n_steps)[0].detach().numpy()
         got = estimate.attribution[0][~np.isnan(estimate.attribution[0])]
