@@ -36,8 +36,8 @@ from .prompt import token_strings
 DEFAULT_IG_STEPS = 64
 # attribution_estimates: Gauss-Legendre rules tried in turn until the relative completeness error is
 # below CONVERGED (the Attribution page's threshold). The first, 2 steps, is the page's first estimate: on
-# a GPT-2-small import (256 tokens) it costs about 6 forward passes on a 2-thread CPU (the trace, f(0),
-# two gradient evaluations), 8 steps about 18.
+# a GPT-2-small import (256 tokens) it costs about 5 forward passes on a 2-thread CPU (the trace, f(0),
+# two gradient evaluations), each further step about 1.5 (benchmarks/realsize).
 REFINEMENT_STEPS = (2, 4, 8, 16, 32, 64)
 CONVERGED = 0.01
 

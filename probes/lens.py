@@ -71,7 +71,7 @@ MAX_CHUNK_ROWS = 8192
 # A lens whose head would cost more than QUICK_MACS multiply-adds (sites x positions x d_model x vocab)
 # is read in two steps: first FIRST_POSITIONS positions (see first_positions), then the rest. On a
 # GPT-2-small import (25 sites, 50k tokens, 256 positions: 247e9) the first 16 positions cost about
-# half a forward pass on a 2-thread CPU, every position about 6 forward passes.
+# one forward pass on a 2-thread CPU besides the trace, every position about 9 (benchmarks/realsize).
 QUICK_MACS = 8e9
 FIRST_POSITIONS = 16
 
