@@ -155,3 +155,15 @@ def test_training_dynamics(shipped):
     norms = probes.over_snapshots(snaps, probes.stream_norms, "To be")
     chart = figures.snapshot_norms_chart(norms, "block")
     assert [t.name for t in chart.data] == [f"step {int(s)}" for s in norms.steps]
+
+
+def test_logit_lens_heatmap_of_a_first_reading_leaves_the_others_blank(shipped):
+    model = shipped["full"]
+    text = "To be, or not to be"
+    lens = probes.logit_lens(model, text, sources=False, positions=[0, -1])
+    fig = figures.logit_lens_heatmap(lens, "entropy", "full", tokenizer=model.tokenizer)
+    z, hover = np.asarray(fig.data[0].z, dtype=np.float64), np.asarray(fig.data[0].customdata)
+    assert np.isfinite(z[:, [0, -1]]).all() and np.isnan(z[:, 1:-1]).all()
+    assert (hover[:, 1:-1] == "").all()
+    top1 = [model.tokenizer.decode([int(i)]) for i in lens.top_ids[0, 0, :, 0]]
+    assert [figures.style.safe_label(t) for t in top1] == hover[:, 0].tolist()
