@@ -25,8 +25,9 @@ import torch
 
 from .checkpoint import ARCHIVE_SUFFIXES, CONFIG_FILE, CheckpointError, load_ours, read_json
 from .importers.attnresgpt import import_attnresgpt, is_attnresgpt
+from .importers.common import state_dict_of
 from .importers.fla import import_fla_transformer
-from .importers.gpt2 import import_hf_gpt2, import_nanogpt, is_nanogpt, state_dict_of
+from .importers.gpt2 import import_hf_gpt2, import_nanogpt, is_nanogpt
 from .importers.jibran import import_jibran, is_jibran
 from .importers.llama import LLAMA_TYPES, import_hf_llama
 from .importers.lr_attnres import is_lr_attnres, refuse_lr_attnres

@@ -16,7 +16,7 @@ from __future__ import annotations
 from pathlib import Path
 
 from ..checkpoint import MAX_CONFIG_BYTES, CheckpointError
-from .gpt2 import finish, state_dict_of, tie_head, tokenizer_beside
+from .common import finish_import, state_dict_of, steps_of
 from .mapping import Rule, apply_rules
 
 SNAPSHOT = "config.snapshot.yaml"
@@ -172,20 +172,15 @@ def import_attnresgpt(path: Path, data: dict, allow_nonfinite: bool):
     fields, conventions = _fields(read_snapshot(snapshot), state, snapshot)
     unused = ((r"final_residual\..*", "final_readout: false, so never used"),) if "readout" in fields else ()
     ours, mapped, ignored = apply_rules(state, RULES, IGNORED + unused, path, fields["n_layer"])
-    tied, tied_keys = tie_head(ours, None, path)
-    notes = [f"architecture read from {snapshot}"]
     tokenizer_dir = snapshot.parent / "tokenizer"
-    tokenizer = tokenizer_beside(
-        tokenizer_dir if tokenizer_dir.is_dir() else path.parent, notes, None, fields["vocab_size"]
-    )
-    steps = data.get("global_step")
-    report = dict(
-        format="attnresgpt",
-        mapped=mapped,
-        ignored=ignored + ["rng_state, optimizer, scheduler, scaler (training state, not weights)"],
-        tied=tied_keys,
+    return finish_import(
+        fields,
+        (ours, mapped, ignored + ["rng_state, optimizer, scheduler, scaler (training state, not weights)"]),
+        path,
+        allow_nonfinite,
+        form="attnresgpt",
+        tokenizer_dir=tokenizer_dir if tokenizer_dir.is_dir() else path.parent,
         conventions=conventions,
-        trained_steps=steps if isinstance(steps, int) and not isinstance(steps, bool) else None,
-        notes=notes,
+        trained_steps=steps_of(data, "global_step"),
+        notes=[f"architecture read from {snapshot}"],
     )
-    return finish({**fields, "tie_embeddings": tied}, ours, path, tokenizer, allow_nonfinite, report)

@@ -15,7 +15,7 @@ from __future__ import annotations
 from pathlib import Path
 
 from ..checkpoint import CONFIG_FILE, CheckpointError
-from .gpt2 import finish, hf_weights, read_hf_config, tie_head, tokenizer_beside
+from .common import finish_import, hf_tying, hf_weights, read_hf_config
 from .llama import stack_parts
 from .mapping import Rule, apply_rules
 
@@ -126,16 +126,13 @@ def import_fla_transformer(directory: Path, allow_nonfinite: bool):
     for name in [k for k in ours if k.endswith(".query")]:
         if tuple(ours[name].shape) == (1, fields["d_model"]):  # nn.Linear(d, 1).weight -> [d]
             ours[name] = ours[name].reshape(-1)
-    why = "tie_word_embeddings is true"
-    tied, tied_keys = tie_head(ours, bool(raw.get("tie_word_embeddings", False)), source, why)
-    notes: list[str] = []
-    tokenizer = tokenizer_beside(directory, notes, None, fields["vocab_size"])
-    report = dict(
-        format="fla-transformer",
-        mapped=mapped,
-        ignored=ignored,
-        tied=tied_keys,
+    return finish_import(
+        fields,
+        (ours, mapped, ignored),
+        source,
+        allow_nonfinite,
+        form="fla-transformer",
+        tokenizer_dir=directory,
+        **hf_tying(raw),
         conventions=conventions(fields),
-        notes=notes,
     )
-    return finish({**fields, "tie_embeddings": tied}, ours, source, tokenizer, allow_nonfinite, report)

@@ -13,7 +13,7 @@ from __future__ import annotations
 from pathlib import Path
 
 from ..checkpoint import CheckpointError
-from .gpt2 import finish, state_dict_of, tie_head, tokenizer_beside
+from .common import finish_import, state_dict_of, steps_of
 from .llama import stack_parts
 from .mapping import Rule, apply_rules
 
@@ -86,10 +86,6 @@ def import_jibran(path: Path, data: dict, allow_nonfinite: bool):
     _refuse(cfg, attnres, path)
     fields = _fields(cfg, state, attnres, path)
     ours, mapped, ignored = apply_rules(state, RULES, IGNORED, path, fields["n_layer"])
-    ours = stack_parts(ours, path)
-    tied, tied_keys = tie_head(ours, None, path)
-    notes: list[str] = []
-    tokenizer = tokenizer_beside(path.parent, notes, None, fields["vocab_size"])
     conventions = (
         ("block-size unit", "Full AttnRes (one source per sublayer)"),
         ("sources", "v_0 = token + learned position embedding, then every sublayer output"),
@@ -98,14 +94,13 @@ def import_jibran(path: Path, data: dict, allow_nonfinite: bool):
         ("query init", "normal(0, 0.02)"),
         ("embedding is a source", "yes, once"),
     )
-    step = data.get("step")
-    report = dict(
-        format="jibran-attnres",
-        mapped=mapped,
-        ignored=ignored,
-        tied=tied_keys,
+    return finish_import(
+        fields,
+        (stack_parts(ours, path), mapped, ignored),
+        path,
+        allow_nonfinite,
+        form="jibran-attnres",
+        tokenizer_dir=path.parent,
         conventions=conventions if attnres else (),
-        trained_steps=step if isinstance(step, int) and not isinstance(step, bool) else None,
-        notes=notes,
+        trained_steps=steps_of(data, "step"),
     )
-    return finish({**fields, "tie_embeddings": tied}, ours, path, tokenizer, allow_nonfinite, report)

@@ -16,7 +16,7 @@ from pathlib import Path
 import torch
 
 from ..checkpoint import CONFIG_FILE, CheckpointError
-from .gpt2 import finish, hf_weights, read_hf_config, tie_head, tokenizer_beside
+from .common import finish_import, hf_tying, hf_weights, read_hf_config
 from .mapping import Rule, apply_rules
 
 LLAMA_TYPES = ("llama", "qwen2", "qwen3", "mistral")
@@ -157,14 +157,16 @@ def import_hf_llama(directory: Path, allow_nonfinite: bool):
     if not any(k.startswith("model.") for k in state):  # LlamaModel files omit the prefix
         state = {k if k.startswith("lm_head.") else "model." + k: v for k, v in state.items()}
     ours, mapped, ignored = apply_rules(state, LLAMA_RULES, LLAMA_IGNORED, source, fields["n_layer"])
-    ours = stack_parts(ours, source)
-    why = "tie_word_embeddings is true"
-    tied, tied_keys = tie_head(ours, bool(raw.get("tie_word_embeddings", False)), source, why)
-    notes: list[str] = []
+    notes = []
     if raw.get("sliding_window") is not None and raw.get("model_type") == "mistral":
         notes.append(f"sliding_window={raw['sliding_window']} covers the whole context: full attention")
-    tokenizer = tokenizer_beside(directory, notes, None, fields["vocab_size"])
-    report = dict(
-        format=f"hf-{raw['model_type']}", mapped=mapped, ignored=ignored, tied=tied_keys, notes=notes
+    return finish_import(
+        fields,
+        (stack_parts(ours, source), mapped, ignored),
+        source,
+        allow_nonfinite,
+        form=f"hf-{raw['model_type']}",
+        tokenizer_dir=directory,
+        **hf_tying(raw),
+        notes=notes,
     )
-    return finish({**fields, "tie_embeddings": tied}, ours, source, tokenizer, allow_nonfinite, report)

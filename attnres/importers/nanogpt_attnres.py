@@ -18,7 +18,7 @@ import re
 from pathlib import Path
 
 from ..checkpoint import CheckpointError
-from .gpt2 import finish, model_args_of, state_dict_of, steps_of, tie_head, tokenizer_beside
+from .common import finish_import, model_args_of, state_dict_of, steps_of
 from .mapping import GPT2_IGNORED, Rule, apply_rules, gpt2_rules, query_vectors
 
 PROJ = re.compile(r"transformer\.h\.(\d+)\.(attn|mlp)_res_proj\.weight")
@@ -100,10 +100,6 @@ def import_nanogpt_attnres(path: Path, data: dict, allow_nonfinite: bool):
             "(nanoGPT PR) nor 'n_attn_res_blocks' (nanoAttnRes); its block rule is unknown."
         )
     state = query_vectors(state_dict_of(data, path), PROJ, args["n_embd"], path)
-    ours, mapped, ignored = apply_rules(state, RULES, GPT2_IGNORED, path, args["n_layer"])
-    tied, tied_keys = tie_head(ours, None, path)
-    notes: list[str] = []
-    tokenizer = tokenizer_beside(path.parent, notes, data, args["vocab_size"])
     fields = dict(
         vocab_size=args["vocab_size"],
         block_size=args["block_size"],
@@ -115,16 +111,16 @@ def import_nanogpt_attnres(path: Path, data: dict, allow_nonfinite: bool):
         bias=bool(args.get("bias", True)),
         activation="gelu",
         depth_norm_eps=eps,
-        tie_embeddings=tied,
         **depth,
     )
-    report = dict(
-        format=form,
-        mapped=mapped,
-        ignored=ignored,
-        tied=tied_keys,
+    return finish_import(
+        fields,
+        apply_rules(state, RULES, GPT2_IGNORED, path, args["n_layer"]),
+        path,
+        allow_nonfinite,
+        form=form,
+        tokenizer_dir=path.parent,
+        data=data,
         conventions=conventions,
         trained_steps=steps_of(data),
-        notes=notes,
     )
-    return finish(fields, ours, path, tokenizer, allow_nonfinite, report)

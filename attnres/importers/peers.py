@@ -18,7 +18,7 @@ from pathlib import Path
 import torch
 
 from ..checkpoint import CheckpointError
-from .gpt2 import finish, model_args_of, state_dict_of, steps_of, tie_head, tokenizer_beside
+from .common import finish_import, model_args_of, state_dict_of, steps_of
 from .mapping import GPT2_IGNORED, Rule, apply_rules, gpt2_rules, site_key
 
 REPRO_QUERIES = "attnres_mixer.mixer.queries"
@@ -112,22 +112,19 @@ def import_repro(path: Path, data: dict, allow_nonfinite: bool):
     fields = _repro_fields(args, path, has_queries)
     if has_queries:
         state = _split_queries(state, fields["n_layer"], path)
-    ours, mapped, ignored = apply_rules(state, REPRO_RULES, GPT2_IGNORED, path, fields["n_layer"])
-    tied, tied_keys = tie_head(ours, None, path)
-    notes: list[str] = []
-    tokenizer = tokenizer_beside(path.parent, notes, data, fields["vocab_size"])
     conventions = (
         REPRO_CONVENTIONS + (("attnres_eps (this file)", f"{fields['depth_norm_eps']:g}"),)
         if has_queries
         else (("residual", "PreNorm twin (attnres_variant 'none', hc_disable=True)"),)
     )
-    report = dict(
-        format="nanogpt-attnres-repro",
-        mapped=mapped,
-        ignored=ignored,
-        tied=tied_keys,
+    return finish_import(
+        fields,
+        apply_rules(state, REPRO_RULES, GPT2_IGNORED, path, fields["n_layer"]),
+        path,
+        allow_nonfinite,
+        form="nanogpt-attnres-repro",
+        tokenizer_dir=path.parent,
+        data=data,
         conventions=conventions,
         trained_steps=steps_of(data),
-        notes=notes,
     )
-    return finish({**fields, "tie_embeddings": tied}, ours, path, tokenizer, allow_nonfinite, report)

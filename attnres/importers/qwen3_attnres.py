@@ -15,7 +15,7 @@ import re
 from pathlib import Path
 
 from ..checkpoint import CONFIG_FILE, CheckpointError
-from .gpt2 import finish, hf_weights, read_hf_config, tie_head, tokenizer_beside
+from .common import finish_import, hf_tying, hf_weights, read_hf_config
 from .llama import LLAMA_IGNORED, LLAMA_RULES, llama_fields, stack_parts
 from .mapping import Rule, apply_rules, query_vectors
 
@@ -82,18 +82,13 @@ def import_qwen3_attnres(directory: Path, allow_nonfinite: bool):
     state, source = hf_weights(directory)
     state = query_vectors(state, PROJ, fields["d_model"], source)
     ours, mapped, ignored = apply_rules(state, RULES, LLAMA_IGNORED + UNUSED_NULL, source, fields["n_layer"])
-    ours = stack_parts(ours, source)
-    why = "tie_word_embeddings is true"
-    tied, tied_keys = tie_head(ours, bool(raw.get("tie_word_embeddings", False)), source, why)
-    notes: list[str] = []
-    tokenizer = tokenizer_beside(directory, notes, None, fields["vocab_size"])
-    report = dict(
-        format="qwen3-attnres",
-        mapped=mapped,
-        ignored=ignored,
-        tied=tied_keys,
+    return finish_import(
+        {**fields, **depth, "depth_norm_eps": fields["norm_eps"]},
+        (stack_parts(ours, source), mapped, ignored),
+        source,
+        allow_nonfinite,
+        form="qwen3-attnres",
+        tokenizer_dir=directory,
+        **hf_tying(raw),
         conventions=conventions,
-        notes=notes,
     )
-    fields = {**fields, **depth, "depth_norm_eps": fields["norm_eps"], "tie_embeddings": tied}
-    return finish(fields, ours, source, tokenizer, allow_nonfinite, report)
