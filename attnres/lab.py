@@ -11,8 +11,8 @@ stream RMS per site of both twins (PreNorm's grows with depth: signal dilution).
     run.stop()                     # the thread ends within one step
     run.save("attnres", "runs/my-block")
 
-The training pieces are those of ``attnres.train`` (model, optimiser, schedule, step); nothing here
-imports streamlit.
+The training pieces are those of ``attnres.train`` (model, optimiser, schedule, step) and a saved twin's
+card is ``attnres.card``'s; nothing here imports streamlit.
 """
 
 from __future__ import annotations
@@ -27,8 +27,7 @@ from pathlib import Path
 import numpy as np
 import torch
 
-from .card import TRAIN_LOSS, VALIDATION_LOSS, model_card
-from .checkpoint import save_model
+from .card import save_trained, training_summary
 from .config import BLOCK_FAMILIES
 from .data import BatchSampler, heldout_loss, load_corpus
 from .device import autocast_for, select_device
@@ -330,42 +329,32 @@ class TwinRun:
             model = copy.deepcopy(self.models[which]).to("cpu").eval()
         state = self.state()
         args = replace(self.args[which], out=str(directory))
-        summary = self._summary(which, model, state)
-        extra = {"training": {k: v for k, v in summary.items() if k != "command"}}
-        extra["training"]["lab"] = {
-            "preset": self.preset.name,
-            "twin": which,
-            "rule": self.rule,
-            "block": self.block,
-        }
-        return save_model(model, directory, card=model_card(args, summary), extra_config=extra)
+        other = self.names["attnres" if which == "prenorm" else "prenorm"]
+        summary = training_summary(
+            model,
+            _corpus(),
+            self.preset.eval_windows,
+            steps=state.step,
+            tokens=state.tokens,
+            batch=f"{self.preset.batch_size} x {self.preset.block_size} characters",
+            seed=self.seed,
+            device=self.device,
+            wall_s=state.elapsed_s,
+            command=self._command(which, state),
+            trained_in=f"the training lab, preset {self.preset.name}, beside a {other} twin",
+        )
+        lab = {"preset": self.preset.name, "twin": which, "rule": self.rule, "block": self.block}
+        return save_trained(model, args, summary, lab=lab)
 
-    def _summary(self, which: str, model, state: LabState) -> dict:
-        corpus, windows = _corpus(), self.preset.eval_windows
-        args = self.args["attnres"]
-        command = (
+    def _command(self, which: str, state: LabState) -> str:
+        """The command that trains this twin again and saves it (the card's "Reproduce")."""
+        return (
             'python -c "from attnres.lab import PRESETS, TwinRun; '
             f"run = TwinRun(PRESETS[{self.preset.name!r}], rule={self.rule!r}, block={self.block!r}, "
-            f"attnres_block_size={args.attnres_block_size}, device={self.device.type!r}, "
+            f"attnres_block_size={self.args['attnres'].attnres_block_size}, device={self.device.type!r}, "
             f"seed={self.seed}, max_steps={max(state.step, 1)}, max_seconds=1e9); "
             f"run.wait(); run.save({which!r}, 'out')\""
         )
-        return {
-            "residual rule": model.config.residual,
-            "trained in": f"the training lab, preset {self.preset.name}, beside a "
-            f"{self.names['attnres' if which == 'prenorm' else 'prenorm']} twin",
-            "parameters": model.num_params(),
-            "steps": state.step,
-            "tokens seen": state.tokens,
-            "batch": f"{self.preset.batch_size} x {self.preset.block_size} characters",
-            "seed": self.seed,
-            TRAIN_LOSS: round(heldout_loss(model, corpus.train, windows), 4),
-            VALIDATION_LOSS: round(heldout_loss(model, corpus.val, windows), 4),
-            "hardware": self.device.type,
-            "torch": torch.__version__,
-            "wall time (s)": round(state.elapsed_s, 1),
-            "command": command,
-        }
 
 
 def _rms(h: torch.Tensor) -> float:

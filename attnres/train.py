@@ -8,10 +8,11 @@ AdamW with linear warm-up and cosine decay (or warm-up, a stable phase and a dec
 validation on a fixed held-out slice, snapshots in our checkpoint format and a ``train_log.csv`` with
 per-block gradient norms (the quantity of the paper's Fig. 5c).
 
-A run is resumable: ``--checkpoint-every N`` keeps the weights, the optimizer, the data order's
-generator and the log under ``OUT/resume/`` every N steps, and ``--resume`` continues from there to
-the same weights as an uninterrupted run. ``--stop-after N`` ends this process after N steps (a
-time-boxed share of a long run), leaving the resume state behind.
+A run is resumable (``attnres.train_state``): ``--checkpoint-every N`` keeps the weights, the
+optimizer and the data order's generator under ``OUT/resume/`` every N steps, and ``--resume``
+continues from there (and from the log's rows up to that step) to the same weights as an
+uninterrupted run. ``--stop-after N`` ends this process after N steps (a time-boxed share of a long
+run), leaving the resume state behind. The finished model is saved with its card (``attnres.card``).
 """
 
 from __future__ import annotations
@@ -21,7 +22,6 @@ import csv
 import json
 import math
 import os
-import platform
 import shlex
 import sys
 import time
@@ -31,12 +31,13 @@ from pathlib import Path
 import torch
 import torch.distributed as dist
 
-from .card import TRAIN_LOSS, VALIDATION_LOSS, model_card
+from .card import save_trained, training_summary
 from .checkpoint import save_model, snapshot_dir
 from .config import BLOCK_FAMILIES, ModelConfig
 from .data import BatchSampler, heldout_loss, load_corpus
 from .device import autocast_for, select_device
 from .model import Model
+from .train_state import ResumePlan, load_resume, save_resume
 
 
 @dataclass
@@ -213,17 +214,17 @@ def train(args: TrainArgs) -> dict:
     sampler = BatchSampler(corpus.train, args.block_size, args.batch_size, args.seed, ddp.rank)
     autocast = autocast_for(device, args.dtype)
     out = Path(args.out)
-    first = _resume(args, model, optimizer, sampler, ddp) if args.resume else 0
+    first, wall_before = load_resume(out, model, optimizer, sampler, ddp.rank) if args.resume else (0, 0.0)
+    plan = ResumePlan(args.checkpoint_every, args.stop_after, first, args.steps)
     log = _Log(out, model, ddp.rank == 0, kept_steps=first)
     snapshot_steps = {int(s) for s in args.snapshots.split(",") if s.strip()}
-    started = time.time() - (_resumed_wall(out) if first else 0.0)
+    started = time.time() - wall_before
     bar = _progress(args, ddp.rank == 0)
     bar.update(first)
     for step in range(first, args.steps + 1):
-        if step > first and args.checkpoint_every and step % args.checkpoint_every == 0:
-            _save_resume(out, step, model, optimizer, sampler, ddp, time.time() - started)
-        if args.stop_after and step == first + args.stop_after and step < args.steps:
-            _save_resume(out, step, model, optimizer, sampler, ddp, time.time() - started)
+        if plan.saves_at(step):
+            save_resume(out, step, model, optimizer, sampler, ddp.rank, time.time() - started)
+        if plan.stops_at(step):
             bar.close()
             ddp.close()
             return {"stopped at step": step}
@@ -278,43 +279,6 @@ def _progress(args: TrainArgs, show: bool):
     return tqdm(total=args.steps, disable=not (show and args.progress), desc=Path(args.out).name, unit="step")
 
 
-RESUME_DIR = "resume"
-
-
-def _save_resume(out: Path, step: int, model: Model, optimizer, sampler, ddp, wall: float) -> None:
-    """Everything a later process needs to go on as if uninterrupted (each rank its data order)."""
-    folder = out / RESUME_DIR
-    folder.mkdir(parents=True, exist_ok=True)
-    torch.save({"generator": sampler.generator.get_state()}, folder / f"data-rank{ddp.rank}.pt")
-    if ddp.rank == 0:
-        state = {
-            "step": step,
-            "wall": wall,
-            "model": model.state_dict(),
-            "optimizer": optimizer.state_dict(),
-        }
-        torch.save(state, folder / "state.pt.tmp")
-        os.replace(folder / "state.pt.tmp", folder / "state.pt")
-
-
-def _resume(args: TrainArgs, model: Model, optimizer, sampler, ddp) -> int:
-    """Loads out/resume/ (plain tensors only: weights_only=True) and returns its step; 0 without one."""
-    folder = Path(args.out) / RESUME_DIR
-    if not (folder / "state.pt").is_file():
-        return 0
-    state = torch.load(folder / "state.pt", map_location="cpu", weights_only=True)
-    data = torch.load(folder / f"data-rank{ddp.rank}.pt", map_location="cpu", weights_only=True)
-    model.load_state_dict(state["model"])
-    optimizer.load_state_dict(state["optimizer"])
-    sampler.generator.set_state(data["generator"])
-    return int(state["step"])
-
-
-def _resumed_wall(out: Path) -> float:
-    state = torch.load(out / RESUME_DIR / "state.pt", map_location="cpu", weights_only=True)
-    return float(state["wall"])
-
-
 class _Log:
     """train_log.csv, written by rank 0 only; a resumed run keeps the rows up to its step."""
 
@@ -341,27 +305,20 @@ class _Log:
 
 
 def _finish(args, model, corpus, device, started, ddp) -> dict:
-    wall = time.time() - started
-    model.eval()
-    summary = {
-        "residual rule": args.residual,
-        "parameters": model.num_params(),
-        "steps": args.steps,
-        "tokens seen": args.steps * _tokens_per_step(args, ddp),
-        "batch": f"{args.batch_size} x {args.block_size} characters x {ddp.world} process(es)",
-        "seed": args.seed,
-        TRAIN_LOSS: round(heldout_loss(model, corpus.train, args.eval_windows), 4),
-        VALIDATION_LOSS: round(heldout_loss(model, corpus.val, args.eval_windows), 4),
-        "hardware": torch.cuda.get_device_name(device)
-        if device.type == "cuda"
-        else platform.processor() or "CPU",
-        "torch": torch.__version__,
-        "wall time (s)": round(wall, 1),
-        "command": "python -m attnres.train " + shlex.join(sys.argv[1:]),
-    }
+    summary = training_summary(
+        model.eval(),
+        corpus,
+        args.eval_windows,
+        steps=args.steps,
+        tokens=args.steps * _tokens_per_step(args, ddp),
+        batch=f"{args.batch_size} x {args.block_size} characters x {ddp.world} process(es)",
+        seed=args.seed,
+        device=device,
+        wall_s=time.time() - started,
+        command="python -m attnres.train " + shlex.join(sys.argv[1:]),
+    )
     if ddp.rank == 0:
-        extra = {"training": {k: v for k, v in summary.items() if k != "command"}}
-        save_model(model.cpu(), args.out, card=model_card(args, summary), extra_config=extra)
+        save_trained(model.cpu(), args, summary)
     return summary
 
 
