@@ -168,7 +168,7 @@ def fused_two_phase(v0: Tensor, plan: TwoPhasePlan, backend: str = "auto") -> Te
     (Full: its earlier layers; Block: the running partial sum, kept in place in the buffer).
     The sources live in one buffer and the (h, m, s) states in another, both allocated once per
     forward; phase 2 updates a site's state in place; nothing synchronises with the host, so the
-    whole forward can be captured in a CUDA graph (``GraphedForward``).
+    whole forward can be captured in a CUDA graph (``benchmarks/cuda_graph.py``).
     """
     triton, (B, T, d) = _use_triton(backend, v0.is_cuda), v0.shape
     readout, buffer = plan.queries.shape[0], _source_buffer(v0, plan.n_sources)
@@ -209,38 +209,3 @@ def default_depth_impl(v0: Tensor, recording: bool) -> str:
     if v0.is_cuda:
         return "fused" if not recording and fused_applicable(v0) else "sequential"
     return "two_phase"
-
-
-class GraphedForward:
-    """``model(tokens).logits`` under no_grad for one fixed token shape, replayed as a CUDA graph.
-
-    An explicit opt-in for fixed-shape inference (benchmarks' "+graph" rows): the forward's ~10^2
-    kernel launches become one graph launch, so Python and launch overhead vanish. The graph reads
-    the weights in place (updates to them are seen) but its token shape, depth_impl and autocast
-    dtype are fixed at capture; the returned logits tensor is reused by the next call.
-    """
-
-    def __init__(self, model, tokens: Tensor, depth_impl: str | None = None, dtype=None, warmup=3):
-        self.model, self.depth_impl, self.dtype = model, depth_impl, dtype
-        self.tokens = tokens.clone()
-        side = torch.cuda.Stream(tokens.device)
-        side.wait_stream(torch.cuda.current_stream(tokens.device))
-        with torch.cuda.stream(side):  # warm-up off the default stream: compiles triton, fills caches
-            for _ in range(warmup):
-                self._forward()
-        torch.cuda.current_stream(tokens.device).wait_stream(side)
-        self.graph = torch.cuda.CUDAGraph()
-        with torch.cuda.graph(self.graph):
-            self.logits = self._forward()
-
-    def _forward(self) -> Tensor:
-        enabled = self.dtype is not None and self.dtype != torch.float32
-        with torch.no_grad(), torch.autocast("cuda", dtype=self.dtype or torch.bfloat16, enabled=enabled,
-                                             cache_enabled=False):  # fmt: skip
-            return self.model(self.tokens, depth_impl=self.depth_impl).logits
-
-    def __call__(self, tokens: Tensor) -> Tensor:
-        """Replays the graph on new tokens of the captured shape; returns the (reused) logits."""
-        self.tokens.copy_(tokens)
-        self.graph.replay()
-        return self.logits

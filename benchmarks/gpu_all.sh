@@ -5,8 +5,8 @@
 #    (a GPU machine without an index: fetch them beforehand with
 #    `python3 -m pip download --no-deps --only-binary=:all: -d .whl -r requirements-gpu.txt`, all pure
 #    Python), installed with --no-deps into /tmp/attnres-field so the machine's torch and triton stay;
-# 1. the CUDA tests of the fused kernel and of the field-kernel adapters (tests/attnres/test_kernels.py,
-#    tests/attnres/test_field_kernels.py), log kept beside the results;
+# 1. the CUDA tests of the fused kernel, the CUDA-graph forward and the field-kernel adapters
+#    (tests/attnres/test_kernels.py, tests/benchmarks/test_cuda_graph.py, tests/attnres/test_field_kernels.py), log kept beside the results;
 # 2. the full benchmark (bf16 autocast, sample + gpt2-small + deep, inference + train, fused + compiled,
 #    and a row per field kernel that can run each model) into $OUT if set (the device tool's output
 #    folder), else benchmarks/results/.
@@ -23,7 +23,8 @@ python3 -m pip list 2>/dev/null | grep -iE '^(fla-core|flash-attn-res|liger-kern
 ls -d /tmp/attnres-field/*.dist-info 2>/dev/null || true
 
 echo "== kernel tests" >&2
-python3 -m pytest -q -rs -p no:cacheprovider tests/attnres/test_kernels.py tests/attnres/test_field_kernels.py \
+python3 -m pytest -q -rs -p no:cacheprovider tests/attnres/test_kernels.py tests/benchmarks/test_cuda_graph.py \
+  tests/attnres/test_field_kernels.py \
   2>&1 | tee "$out_dir/$name-kernel-tests.txt"
 tests_rc=${PIPESTATUS[0]}
 

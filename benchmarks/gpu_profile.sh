@@ -1,7 +1,8 @@
 #!/usr/bin/env bash
 # Where the AttnRes overhead goes on a GPU, then the benchmark again, in one command (< 7 min, H100):
 #   bash benchmarks/gpu_profile.sh
-# 1. CUDA tests of the fused kernel, the default path and the CUDA-graph forward (test_kernels.py);
+# 1. CUDA tests of the fused kernel, the default path (test_kernels.py) and the CUDA-graph forward
+#    (test_cuda_graph.py);
 # 2. benchmarks/profile.py: torch.profiler of one gpt2-small forward / training step per variant
 #    -> profile-<gpu>.json / .md (top ops, kernel count, GPU busy vs wall, overhead per kernel family);
 # 3. benchmarks/run.py at gpt2-small and deep (no sample shape, compiled rows within --budget-s)
@@ -10,7 +11,7 @@ set -uo pipefail
 source "$(dirname "$0")/gpu_env.sh"
 
 echo "== kernel tests" >&2
-timeout 75 python3 -m pytest -q -p no:cacheprovider tests/attnres/test_kernels.py 2>&1 | tail -40 | tee "$out_dir/$name-kernel-tests.txt"
+timeout 75 python3 -m pytest -q -p no:cacheprovider tests/attnres/test_kernels.py tests/benchmarks/test_cuda_graph.py 2>&1 | tail -40 | tee "$out_dir/$name-kernel-tests.txt"
 tests_rc=${PIPESTATUS[0]}
 
 echo "== profile -> $out_dir/profile-${name#gpu-}.json" >&2

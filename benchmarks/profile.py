@@ -33,6 +33,7 @@ from torch.profiler import ProfilerActivity, profile
 from attnres import kernels
 from attnres.device import DTYPES, autocast_for
 
+from .cuda_graph import graphed_step
 from .profile_report import overhead, render
 from .run import SHAPES, build_model
 
@@ -229,12 +230,8 @@ def variants(args, device, shape_name):
         model = build_model(shape, residual, device).eval()
         for impl in mine:
             depth_impl = impl.split("+")[0]
-            if impl.endswith("+graph"):  # captured at the first call, so a failure is reported, not fatal
-
-                def step(model=model, depth_impl=depth_impl, cache={}):  # noqa: B006
-                    if "graph" not in cache:
-                        cache["graph"] = kernels.GraphedForward(model, inputs, depth_impl, dtype)
-                    return cache["graph"](inputs)
+            if impl.endswith("+graph"):
+                step = graphed_step(model, inputs, depth_impl, dtype)
             else:
 
                 def step(model=model, depth_impl=depth_impl):

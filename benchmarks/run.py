@@ -31,6 +31,7 @@ from attnres.device import DTYPES, autocast_for, dtype_name
 from attnres.model import Model
 
 from . import harness, render
+from .cuda_graph import graphed_step
 from .harness import Variant
 from .kernel import kernel_timing
 from .targets import evaluate_targets, probe_sweep_timing
@@ -91,21 +92,15 @@ def inference_variants(run, shape_name, models, tokens) -> list[Variant]:
     plans += [(r, i) for r in ("full", "block") for i in run.field_impls(shape_name, models[r].config)]
     if run.compile_for(shape_name):
         plans += [("prenorm", "sequential+compile")] + [(r, "two_phase+compile") for r in ("full", "block")]
-    if run.graph:  # the whole no-grad forward replayed as one CUDA graph (kernels.GraphedForward)
+    if run.graph:  # the whole no-grad forward replayed as one CUDA graph (cuda_graph.GraphedForward)
         plans += [("prenorm", "sequential+graph")] + [(r, "fused+graph") for r in ("full", "block")]
     variants = []
     for residual, impl in plans:
         model = models[residual]
-        if impl.endswith("+graph"):  # captured at the first (warm-up) call, so a failure is reported
-            graph_impl = impl.split("+")[0]
-
-            def graph_step(model=model, depth_impl=graph_impl, cache={}):  # noqa: B006
-                if "graph" not in cache:
-                    cache["graph"] = kernels.GraphedForward(model, tokens, depth_impl, run.dtype)
-                return cache["graph"](tokens)
-
+        if impl.endswith("+graph"):
+            step = graphed_step(model, tokens, impl.split("+")[0], run.dtype)
             params = harness.tensor_bytes(model.parameters())
-            variants.append(Variant(_label(shape_name, "inference", residual, impl), graph_step, params))
+            variants.append(Variant(_label(shape_name, "inference", residual, impl), step, params))
             continue
 
         def forward(model=model, depth_impl=impl.split("+")[0]):  # noqa: B008

@@ -228,24 +228,6 @@ def test_folded_queries_match_each_site(make_model):
         torch.testing.assert_close(rows[l - 1], model.site(l).folded_query().float())
 
 
-@cuda
-@pytest.mark.parametrize(("residual", "S"), [("prenorm", None), ("full", None), ("block", 4)])
-def test_graphed_forward_equals_eager_on_cuda(make_model, make_tokens, residual, S):
-    model = make_model(residual, S=S, n_layer=6, d_model=64).cuda()
-    tokens = make_tokens(3, 16).cuda()
-    graphed = kernels.GraphedForward(model, tokens, depth_impl=None)
-    other = make_tokens(3, 16, seed=1).cuda()
-    with torch.no_grad():
-        expected = model(other, depth_impl="sequential").logits
-        default = model(other).logits
-    torch.testing.assert_close(graphed(other), expected, atol=1e-4, rtol=1e-4)
-    torch.testing.assert_close(default, expected, atol=1e-4, rtol=1e-4)
-    with torch.no_grad(), torch.autocast("cuda", dtype=torch.bfloat16):
-        eager = model(other).logits.float()
-    bf16 = kernels.GraphedForward(model, tokens, depth_impl=None, dtype=torch.bfloat16)(other).float()
-    assert (bf16 - eager).abs().max() < 0.05 * eager.abs().max()
-
-
 def test_fused_loop_with_more_queries_than_one_launch_holds(make_model, make_tokens):
     """Full with 82 sublayers: groups of 9 queries, more than MAX_QUERIES_PER_LAUNCH (split launches)."""
     model = make_model("full", n_layer=41, d_model=16)
