@@ -27,24 +27,31 @@ def is_nanogpt(state: dict) -> bool:
     return "transformer.h.0.attn.c_attn.weight" in state
 
 
-def import_nanogpt(path: Path, data: dict, allow_nonfinite: bool):
-    """nanoGPT ``ckpt.pt``: {"model": state_dict, "model_args": {...}, "iter_num", ...}."""
-    state, args = state_dict_of(data, path), model_args_of(data, path)
-    fields = dict(
+def nanogpt_fields(args: dict) -> dict:
+    """ModelConfig fields of nanoGPT's GPT-2 body from its ``model_args`` (``model_args_of``).
+
+    LayerNorm with eps 1e-5 (with bias unless ``bias`` is false), exact GELU, learned positions;
+    the residual rule is the caller's to add.
+    """
+    return dict(
         vocab_size=args["vocab_size"],
         block_size=args["block_size"],
         n_layer=args["n_layer"],
         n_head=args["n_head"],
         d_model=args["n_embd"],
-        residual="prenorm",
         norm="layernorm",
         norm_eps=1e-5,
         bias=bool(args.get("bias", True)),
         activation="gelu",
     )
+
+
+def import_nanogpt(path: Path, data: dict, allow_nonfinite: bool):
+    """nanoGPT ``ckpt.pt``: {"model": state_dict, "model_args": {...}, "iter_num", ...}."""
+    state, args = state_dict_of(data, path), model_args_of(data, path)
     renamed = apply_rules(state, gpt2_rules(conv1d=False), GPT2_IGNORED, path, args["n_layer"])
     return finish_import(
-        fields,
+        {**nanogpt_fields(args), "residual": "prenorm"},
         renamed,
         path,
         allow_nonfinite,

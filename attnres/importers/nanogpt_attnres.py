@@ -19,6 +19,7 @@ from pathlib import Path
 
 from ..checkpoint import CheckpointError
 from .common import finish_import, model_args_of, state_dict_of, steps_of
+from .gpt2 import nanogpt_fields
 from .mapping import GPT2_IGNORED, Rule, apply_rules, gpt2_rules, query_vectors
 
 PROJ = re.compile(r"transformer\.h\.(\d+)\.(attn|mlp)_res_proj\.weight")
@@ -100,21 +101,8 @@ def import_nanogpt_attnres(path: Path, data: dict, allow_nonfinite: bool):
             "(nanoGPT PR) nor 'n_attn_res_blocks' (nanoAttnRes); its block rule is unknown."
         )
     state = query_vectors(state_dict_of(data, path), PROJ, args["n_embd"], path)
-    fields = dict(
-        vocab_size=args["vocab_size"],
-        block_size=args["block_size"],
-        n_layer=args["n_layer"],
-        n_head=args["n_head"],
-        d_model=args["n_embd"],
-        norm="layernorm",
-        norm_eps=1e-5,
-        bias=bool(args.get("bias", True)),
-        activation="gelu",
-        depth_norm_eps=eps,
-        **depth,
-    )
     return finish_import(
-        fields,
+        {**nanogpt_fields(args), "depth_norm_eps": eps, **depth},
         apply_rules(state, RULES, GPT2_IGNORED, path, args["n_layer"]),
         path,
         allow_nonfinite,

@@ -19,6 +19,7 @@ import torch
 
 from ..checkpoint import CheckpointError
 from .common import finish_import, model_args_of, state_dict_of, steps_of
+from .gpt2 import nanogpt_fields
 from .mapping import GPT2_IGNORED, Rule, apply_rules, gpt2_rules, site_key
 
 REPRO_QUERIES = "attnres_mixer.mixer.queries"
@@ -89,17 +90,9 @@ def _repro_fields(args: dict, path: Path, has_queries: bool) -> dict:
         )
     residual = "prenorm" if variant == "none" else variant
     return dict(
-        vocab_size=args["vocab_size"],
-        block_size=args["block_size"],
-        n_layer=args["n_layer"],
-        n_head=args["n_head"],
-        d_model=args["n_embd"],
+        nanogpt_fields(args),
         residual=residual,
         attnres_block_size=args.get("attnres_block_size", 1) if variant == "block" else None,
-        norm="layernorm",
-        norm_eps=1e-5,
-        bias=bool(args.get("bias", True)),
-        activation="gelu",
         depth_norm_eps=float(args.get("attnres_eps", 1e-8)) if has_queries else None,
     )
 
