@@ -11,6 +11,7 @@ attached. Nothing here knows a particular family.
 from __future__ import annotations
 
 import json
+from collections.abc import Sequence
 from pathlib import Path
 
 import torch
@@ -38,9 +39,9 @@ def finish_import(
     data: dict | None = None,
     tied_by_config: bool | None = None,
     tie_why: str = GPT2_TIES,
-    conventions=(),
+    conventions: Sequence[tuple[str, str]] = (),
     trained_steps: int | None = None,
-    notes=(),
+    notes: Sequence[str] = (),
 ) -> Model:
     """Builds the imported model, checks every tensor against its config, attaches its ImportReport.
 
