@@ -38,8 +38,10 @@ class RecordedLosses:
 
 
 def recorded_losses(directory) -> RecordedLosses:
-    """The parameter count and final losses of a trained checkpoint: the numbers of its model card's
-    table, read from the ``training`` entry that ``train`` and the lab write into config.json.
+    """The parameter count and final losses of a trained checkpoint.
+
+    The numbers of its model card's table, read from the ``training`` entry that ``train`` and the
+    lab write into config.json.
 
     Args:
         directory: the checkpoint directory.

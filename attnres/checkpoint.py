@@ -44,9 +44,10 @@ class CheckpointError(Exception):
 
 
 def one_sentence(text) -> str:
-    """Makes a message safe to show as one line: terminal styling is dropped, other control
-    characters (newlines in file or tensor names) are escaped, the length is bounded and it
-    ends with a period.
+    """Makes a message safe to show as one line.
+
+    Terminal styling is dropped, other control characters (newlines in file or tensor names) are
+    escaped, the length is bounded and it ends with a period.
     """
     text = TERMINAL_STYLE.sub("", str(text))
     text = "".join(ch if ch.isprintable() else repr(ch)[1:-1] for ch in text).strip()

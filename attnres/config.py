@@ -198,8 +198,10 @@ class ModelConfig:
 
     @property
     def hidden(self) -> int:
-        """MLP hidden width; a gated MLP defaults to 8/3 d_model rounded up to a multiple of 8
-        (Llama's choice: its three matrices then hold as many weights as a plain 4 d_model MLP).
+        """MLP hidden width: d_mlp, else 4 d_model, or for a gated MLP 8/3 d_model.
+
+        The gated default is rounded up to a multiple of 8 (Llama's choice: its three matrices then
+        hold as many weights as a plain 4 d_model MLP).
         """
         if self.d_mlp:
             return self.d_mlp

@@ -32,8 +32,9 @@ def select_device(preference: str | None = None) -> torch.device:
 
 
 def dtype_name(device: torch.device | str, name: str | None = None) -> str:
-    """The precision a computation runs in: "fp32" on CPU always; on an accelerator the requested
-    one (default "fp32").
+    """The precision a computation runs in.
+
+    Always "fp32" on CPU; on an accelerator the requested one (default "fp32").
     """
     if torch.device(device).type == "cpu" or name not in DTYPES:
         return "fp32"

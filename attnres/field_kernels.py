@@ -140,8 +140,10 @@ def depth_forward(model, v0: Tensor, impl: str, state, record=None) -> Tensor:
 
 
 def _two_phase(model, phases, state, dtype: torch.dtype, eps: float) -> Tensor:
-    """flash-attn-res's Alg. 1: per block, phase 1 batches the block's queries against the completed
-    blocks; a later layer merges the block's partial sum by phase 2. Full runs as blocks of one.
+    """flash-attn-res's Alg. 1, block by block.
+
+    Phase 1 batches the block's queries against the completed blocks; a later layer merges the
+    block's partial sum by phase 2. Full runs as blocks of one.
     """
     phase_1, phase_2 = phases
     rule, L = SourceRule.of(model.config), model.config.n_sublayers
@@ -175,8 +177,10 @@ def _load(impl: str, device_type: str):
 
 
 def _fla(device_type: str) -> Callable:
-    """fla's fused Triton op on CUDA; on CPU its naive reference, read from fla/ops/attnres/naive.py
-    alone (fla's package __init__ imports triton, which naive.py itself does not need).
+    """fla's fused Triton op on CUDA; on CPU its naive reference.
+
+    The reference is read from fla/ops/attnres/naive.py alone (fla's package __init__ imports
+    triton, which naive.py itself does not need).
     """
     if device_type == "cuda":
         from fla.ops.attnres import fused_attnres as op

@@ -121,7 +121,8 @@ def depth_attend(
 
 
 def _attend_into(sources: Tensor, queries: Tensor, eps: float, out: State, *, resume: bool, triton: bool):
-    """Depth softmax of queries [G, d] over sources [K, N, d], written into out = (h, m, s);
+    """Depth softmax of queries [G, d] over sources [K, N, d], written into out = (h, m, s).
+
     resume: continue from the state already in out (phase 2, in place). No allocation on Triton.
     """
     for c in _query_chunks(queries.shape[0]):

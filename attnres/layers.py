@@ -1,5 +1,7 @@
-"""The building blocks of the GPT in model.py: norms, causal self-attention, the MLP, the
-depth-attention site of AttnRes, and one Transformer block (two sublayers, each with its PreNorm).
+"""The building blocks of the GPT in model.py.
+
+Norms, causal self-attention, the MLP, the depth-attention site of AttnRes, and one Transformer
+block (two sublayers, each with its PreNorm).
 """
 
 from __future__ import annotations
@@ -12,9 +14,11 @@ from .config import ModelConfig
 
 
 class RMSNorm(nn.RMSNorm):
-    """nn.RMSNorm run in its gain's dtype. Under bf16 autocast a depth mix can hand it a bf16 input
-    with an fp32 gain, and PyTorch then skips its fused kernel ("Mismatch dtype between input and
-    weight"); autocast treats LayerNorm the same way (fp32). A no-op in fp32.
+    """nn.RMSNorm run in its gain's dtype.
+
+    Under bf16 autocast a depth mix can hand it a bf16 input with an fp32 gain, and PyTorch then
+    skips its fused kernel ("Mismatch dtype between input and weight"); autocast treats LayerNorm
+    the same way (fp32). A no-op in fp32.
     """
 
     def forward(self, x: Tensor) -> Tensor:
@@ -30,7 +34,9 @@ def make_norm(config: ModelConfig) -> nn.Module:
 
 
 def rotary_angles(T: int, d_head: int, config: ModelConfig, device) -> tuple[Tensor, Tensor]:
-    """cos and sin [T, d_head] of RoPE: position t turns pair (j, j + d_head/2) by t * f_j, with
+    """cos and sin [T, d_head] of RoPE.
+
+    Position t turns pair (j, j + d_head/2) by t * f_j, with
     f_j = rope_theta^(-2j / d_head) / rope_linear_factor (fp32, as Llama computes them).
     """
     exponent = torch.arange(0, d_head, 2, dtype=torch.int64, device=device).float() / d_head
@@ -47,8 +53,10 @@ def rotate(x: Tensor, cos: Tensor, sin: Tensor) -> Tensor:
 
 
 class CausalSelfAttention(nn.Module):
-    """Causal multi-head attention. With n_kv_head < n_head it is grouped-query attention (each
-    key/value head serves n_head / n_kv_head query heads); c_attn holds [q; k; v] stacked.
+    """Causal multi-head attention.
+
+    With n_kv_head < n_head it is grouped-query attention (each key/value head serves
+    n_head / n_kv_head query heads); c_attn holds [q; k; v] stacked.
     """
 
     def __init__(self, config: ModelConfig):
@@ -81,8 +89,10 @@ class CausalSelfAttention(nn.Module):
 
 
 class MLP(nn.Module):
-    """c_proj(act(c_fc x)), or gated (mlp="gated"): c_fc holds [gate; up] and the output is
-    c_proj(act(gate x) * up x); with activation "silu" that is Llama's SwiGLU.
+    """The MLP: c_proj(act(c_fc x)).
+
+    Gated (mlp="gated"), c_fc holds [gate; up] and the output is c_proj(act(gate x) * up x); with
+    activation "silu" that is Llama's SwiGLU.
     """
 
     def __init__(self, config: ModelConfig):

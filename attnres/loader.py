@@ -55,8 +55,10 @@ PARALLEL_RESIDUAL = (  # model types whose attention and MLP read the same input
 
 @dataclass(frozen=True)
 class Layout:
-    """A state-dict layout of torch-pickled checkpoints: ``test(state)`` recognises it and
-    ``read(path, data, allow_nonfinite)`` imports it (or refuses it with a CheckpointError).
+    """A state-dict layout of torch-pickled checkpoints.
+
+    ``test(state)`` recognises it and ``read(path, data, allow_nonfinite)`` imports it (or refuses
+    it with a CheckpointError).
     """
 
     name: str

@@ -254,8 +254,9 @@ class Model(nn.Module):
         return weighted_sum(sources, weights), weights  # h_l = sum_k alpha_k source_k
 
     def _fixed_readout(self, l: int, stacked: Tensor) -> Tensor | None:
-        """A peer's readout without a learned query (config.readout "none" / "sum"): its fixed weights
-        [B, T, K] over the blocks (sources.py); None at every other site.
+        """A peer's readout without a learned query (config.readout "none" / "sum").
+
+        Its fixed weights [B, T, K] over the blocks (sources.py); None at every other site.
         """
         fixed = SourceRule.of(self.config).readout_coefficients()
         if l <= self.config.n_sublayers or fixed is None:
@@ -290,9 +291,11 @@ class Model(nn.Module):
         return groups + [range(L + 1, L + 2)]
 
     def _two_phase(self, v0: Tensor, record: Recorder | None) -> Tensor:
-        """Paper Algorithm 1. Phase 1 batches a group's queries against the completed sources
-        (returning output, max and sum-exp); phase 2 merges the sources made inside the group
-        by online softmax. Keys are normalised once per source: w . RMSNorm_l(v) = (w*g_l) . v/rms(v).
+        """Paper Algorithm 1.
+
+        Phase 1 batches a group's queries against the completed sources (returning output, max and
+        sum-exp); phase 2 merges the sources made inside the group by online softmax. Keys are
+        normalised once per source: w . RMSNorm_l(v) = (w*g_l) . v/rms(v).
         """
         eps, block = self.config.key_norm_eps, self.config.residual == "block"  # the key norms' eps
         values, keys = [v0], [_unit_rms(v0, eps)]  # the completed sources and their keys
@@ -394,8 +397,9 @@ def _merge(phase1: _Phase1, query: Tensor, inner: list[tuple[Tensor, Tensor]]) -
 
 
 def _peer_conventions(config: ModelConfig) -> bool:
-    """A fixed readout, an embedding inside block 1 or a recency bias: the two-phase and fused paths
-    run ours only.
+    """Whether the config has a peer's convention: a fixed readout, block 1's embedding, a recency bias.
+
+    The two-phase and fused paths run ours only.
     """
     return config.readout != "attnres" or config.first_block_has_embedding or config.depth_recency_bias
 
@@ -407,8 +411,10 @@ def _unit_rms(x: Tensor, eps: float) -> Tensor:
 
 
 def empty_model(config: ModelConfig, tokenizer=None) -> Model:
-    """A Model on the meta device, no initialisation run: its shapes, for loading weights into
-    (``load_state_dict(..., assign=True)``) or for counting parameters.
+    """A Model on the meta device, no initialisation run.
+
+    Its shapes, for loading weights into (``load_state_dict(..., assign=True)``) or for counting
+    parameters.
     """
     with torch.device("meta"), SkipInit():
         return Model(config, tokenizer)

@@ -1,6 +1,7 @@
-"""Safe handling of uploaded checkpoint bytes: a size limit, a fixed file name in a fresh
-private directory, and removal afterwards; and ``safe_name``, the one rule for names made safe
-for files and folders.
+"""Safe handling of uploaded checkpoint bytes, and ``safe_name``.
+
+An upload gets a size limit, a fixed file name in a fresh private directory, and removal afterwards;
+``safe_name`` is the one rule for names made safe for files and folders.
 
 The name a user gives an upload is only ever used to read its extension, which must be one of
 ``UPLOAD_SUFFIXES``; it never becomes part of a path, so ``../`` or absolute names cannot escape.
@@ -22,8 +23,10 @@ SAFE_NAME_PUNCTUATION = "._-"  # what safe_name keeps besides ASCII letters and 
 
 
 def safe_name(text: str, also: str = "") -> str:
-    """``text`` with every run of other characters than letters, digits, ``.``, ``_`` and ``-``
-    (and those in ``also``) replaced by one ``_``; callers trim and bound the result.
+    """``text`` with every run of unsafe characters replaced by one ``_``.
+
+    Safe are letters, digits, ``.``, ``_`` and ``-`` (and those in ``also``); callers trim and bound
+    the result.
 
     Args:
         text: a name a person gave (a run name, a model name, an uploaded file's name).
@@ -72,8 +75,9 @@ def upload_suffix(name_or_suffix: str) -> str:
 
 
 class TemporaryCheckpoint:
-    """An uploaded file saved as ``<fresh private directory>/upload<suffix>``; a context manager
-    that removes the directory on exit. ``path`` is what to give ``load_model``.
+    """An uploaded file saved as ``<fresh private directory>/upload<suffix>``.
+
+    A context manager that removes the directory on exit. ``path`` is what to give ``load_model``.
     """
 
     def __init__(self, data: bytes, suffix: str):

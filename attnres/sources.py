@@ -143,8 +143,10 @@ class SourceRule:
 
 
 def weighted_sum(sources: Tensor, weights: Tensor | None) -> Tensor:
-    """h_l = sum_k alpha_k source_k: a site's stacked sources [K, B, T, d] mixed by its depth weights
-    [B, T, K] into [B, T, d]; without weights (PreNorm) the plain sum, weight 1 each.
+    """h_l = sum_k alpha_k source_k: a site's sources mixed by its depth weights.
+
+    The stacked sources [K, B, T, d] and weights [B, T, K] give [B, T, d]; without weights
+    (PreNorm) the plain sum, weight 1 each.
 
     Args:
         sources: the site's sources, stacked in the order of ``SourceRule.labels``.

@@ -91,8 +91,10 @@ class GateAttribution(ProbeResult):
 
 
 class _GatedModel:
-    """f(gates [N, G], embedding [N, T, d], positions [N], targets [N], means [N, G, d]) -> [N] target
-    log-probabilities; means holds each (site, source) route's baseline value mu.
+    """The gated function: f(gates, embedding, positions, targets, means) -> [N] target log-probs.
+
+    Shapes: gates [N, G], embedding [N, T, d], positions [N], targets [N], means [N, G, d]; means
+    holds each (site, source) route's baseline value mu.
 
     The run starts from the traced embedding v_0 (it does not depend on the gates) and reads the
     output only at the explained positions. ``on_rows(n)``, when set, is called before each
@@ -132,11 +134,11 @@ class _GatedModel:
 
 
 def _route_means(tr, positions: Tensor) -> Tensor:
-    """[B, G, d] every (site, source) route's mean over the real tokens at or before the explained
-    position, in the gates' order (sites 1..L+1, sources in label order).
+    """[B, G, d] every (site, source) route's mean over the tokens up to the explained position.
 
-    The mean is linear, so each v_i is averaged once and every source (a block sum of v_i) is the
-    same sum of the means: no site's [K_l, B, T, d] stack is built.
+    Real tokens only, at or before that position, in the gates' order (sites 1..L+1, sources in
+    label order). The mean is linear, so each v_i is averaged once and every source (a block sum
+    of v_i) is the same sum of the means: no site's [K_l, B, T, d] stack is built.
     """
     T = tr.batch.tokens.shape[1]
     upto = tr.batch.mask & (torch.arange(T, device=positions.device)[None, :] <= positions[:, None])
@@ -229,8 +231,9 @@ def attribution_estimates(
 
 
 class _Problem:
-    """What every integral of one (model, prompt, positions, targets) shares: the trace, the route
-    means, the explained positions and targets, and the gated function.
+    """What every integral of one (model, prompt, positions, targets) shares.
+
+    The trace, the route means, the explained positions and targets, and the gated function.
     """
 
     def __init__(self, model, inputs, positions, targets):
@@ -244,8 +247,10 @@ class _Problem:
 
     @torch.no_grad()
     def ends(self) -> tuple[Tensor, Tensor]:
-        """(f(1), f(0)) [B] each, evaluated once: f(1), every gate open, is the model itself (read off
-        the trace); f(0) is one evaluation of B rows.
+        """(f(1), f(0)) [B] each, evaluated once.
+
+        f(1), every gate open, is the model itself (read off the trace); f(0) is one evaluation of
+        B rows.
         """
         if self._ends is None:
             B, G = self.tokens.shape[0], sum(self.counts)
@@ -295,8 +300,9 @@ class _Problem:
 
 @dataclass(frozen=True)
 class RouteAblation(ProbeResult):
-    """The target's log-probability when one route of one site reads its source's prompt mean (gate 0
-    for that route alone, every other gate 1): the occlusion counterpart of GateAttribution.
+    """The target's log-probability when one route of one site reads its source's prompt mean.
+
+    Gate 0 for that route alone, every other gate 1: the occlusion counterpart of GateAttribution.
     """
 
     residual: str
@@ -376,16 +382,19 @@ def _explained(model, inputs, positions, targets):
 
 
 def row_bytes(model, n_tokens: int) -> int:
-    """Estimated bytes one gate setting (row) of n_tokens keeps for its backward: every site's stack
-    of its sources (BYTES_PER_SOURCE_VALUE per value), the bulk of an attribution's memory.
+    """Estimated bytes one gate setting (row) of n_tokens keeps for its backward.
+
+    Every site's stack of its sources (BYTES_PER_SOURCE_VALUE per value), the bulk of an
+    attribution's memory.
     """
     counts = [len(model.depth_source_labels(l)) for l in range(1, model.config.n_sublayers + 2)]
     return BYTES_PER_SOURCE_VALUE * model.config.d_model * sum(counts) * n_tokens
 
 
 def memory_refusal(model, n_tokens: int, free_bytes: int) -> str | None:
-    """A sentence saying why an attribution over n_tokens should not start, or None when it fits: one
-    gate setting's internals (``row_bytes``) must stay within half the free memory.
+    """A sentence saying why an attribution over n_tokens should not start, or None when it fits.
+
+    One gate setting's internals (``row_bytes``) must stay within half the free memory.
     """
     need = row_bytes(model, n_tokens)
     if need <= free_bytes / 2:
@@ -398,9 +407,10 @@ def memory_refusal(model, n_tokens: int, free_bytes: int) -> str | None:
 
 
 def _rows_per_evaluation(model, counts: list[int], tokens: Tensor, free_bytes: int | None = None) -> int:
-    """Gate settings per evaluation within the bounds (EVALUATION_BYTES and a quarter of
-    ``free_bytes``, default the memory free on the tokens' device): a multiple of the B prompts, at
-    least B.
+    """Gate settings per evaluation within the bounds: a multiple of the B prompts, at least B.
+
+    The bounds are EVALUATION_BYTES and a quarter of ``free_bytes`` (default the memory free on the
+    tokens' device).
     """
     B, T = tokens.shape
     scale = CUDA_FACTOR if tokens.is_cuda else 1

@@ -79,9 +79,10 @@ FIRST_POSITIONS = 16
 def first_positions(
     model, n_tokens: int, position: int = -1, count: int = FIRST_POSITIONS
 ) -> list[int] | None:
-    """The positions a first, quick lens of ``n_tokens`` reads, or None when reading every position
-    at once is quick (within QUICK_MACS): ``position`` (negative counts from the end) and the last
-    ``count - 1`` others, in order.
+    """The positions a first, quick lens of ``n_tokens`` reads, or None when all at once is quick.
+
+    Quick means within QUICK_MACS. The positions are ``position`` (negative counts from the end)
+    and the last ``count - 1`` others, in order.
 
     Raises:
         ValueError: when ``position`` is not one of the n_tokens.
@@ -97,8 +98,9 @@ def first_positions(
 
 
 def chunk_rows(vocab: int, free_bytes: int | None = None) -> int:
-    """Rows of logits per chunk so that TEMPORARIES float32 copies fit in CHUNK_BYTES (and in a
-    quarter of ``free_bytes`` when given).
+    """Rows of logits per chunk so that TEMPORARIES float32 copies fit in CHUNK_BYTES.
+
+    They also fit in a quarter of ``free_bytes`` when given.
     """
     budget = CHUNK_BYTES if free_bytes is None else min(CHUNK_BYTES, free_bytes // 4)
     return int(max(1, min(MAX_CHUNK_ROWS, budget // (TEMPORARIES * 4 * vocab))))
@@ -209,8 +211,9 @@ def _scatter(stats: dict[str, Tensor], positions: Tensor, B: int, T: int) -> dic
 
 
 def _read_positions(batch: Batch, positions) -> Tensor:
-    """[P, 2] (prompt, position) pairs: every real token, or the given positions of every prompt
-    (negative positions count from each prompt's last real token).
+    """[P, 2] (prompt, position) pairs: every real token, or the given positions of every prompt.
+
+    Negative positions count from each prompt's last real token.
     """
     real = batch.mask.clone()
     if positions is not None:
@@ -267,8 +270,9 @@ def logit_lens(
 
 
 def _means(sites: dict[str, np.ndarray], real: np.ndarray, has: np.ndarray) -> dict[str, np.ndarray]:
-    """The [S] means of the site statistics over the read real tokens (``real`` [B, T]) and, for the
-    target statistics, over the read real targets (``has``); NaN where there is none.
+    """The [S] means of the site statistics over the read real tokens (``real`` [B, T]).
+
+    The target statistics are averaged over the read real targets (``has``); NaN where there is none.
     """
     n = sites["entropy"].shape[-1]
 
@@ -284,16 +288,18 @@ def _means(sites: dict[str, np.ndarray], real: np.ndarray, has: np.ndarray) -> d
 
 
 def read_positions(lens: LogitLens) -> np.ndarray:
-    """[B, T] bool: the positions a lens read (``logit_lens(..., positions=...)``); its ids are -1
-    elsewhere.
+    """[B, T] bool: the positions a lens read (``logit_lens(..., positions=...)``).
+
+    Its ids are -1 elsewhere.
     """
     return lens.top_ids[:, :, 0, 0] >= 0
 
 
 def merge_lenses(first: LogitLens, rest: LogitLens) -> LogitLens:
-    """One lens of the same model and prompt from two read at different positions: ``rest`` where it
-    read, ``first`` elsewhere, the means over every position either read (``logit_lens`` at the union
-    of their positions gives the same numbers).
+    """One lens of the same model and prompt from two read at different positions.
+
+    ``rest`` where it read, ``first`` elsewhere, the means over every position either read
+    (``logit_lens`` at the union of their positions gives the same numbers).
 
     Raises:
         ValueError: when the two lenses do not cover the same prompt, sites and sources.

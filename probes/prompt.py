@@ -111,8 +111,9 @@ def _encode(tokenizer, text: str) -> tuple[list[int], tuple[str, ...]]:
 
 
 def token_strings(tokenizer, ids, missing: str = "") -> tuple[str, ...]:
-    """The display string of each token id: the tokenizer's own ``token_strings`` when it has one,
-    else each id decoded on its own.
+    """The display string of each token id.
+
+    The tokenizer's own ``token_strings`` when it has one, else each id decoded on its own.
 
     Args:
         tokenizer: the model's tokenizer, or None.

@@ -69,8 +69,9 @@ PROBES = tuple(RUNNERS)
 
 
 def _run_probe(probe: str, model, text: str, attribution_steps: int, shared: dict):
-    """One probe's result. The probes that read a no-grad trace share one, made by the first of
-    them (its time counts there).
+    """One probe's result.
+
+    The probes that read a no-grad trace share one, made by the first of them (its time counts there).
     """
     if probe in TRACED:
         if "trace" not in shared:

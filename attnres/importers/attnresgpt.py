@@ -108,8 +108,9 @@ def _residual(model: dict, attnres: dict, source: Path) -> str:
 
 
 def _block_size(n_layers: int, num_blocks, source: Path) -> int:
-    """S in sublayers, when its split (extra layers to the first blocks) is ours: equal blocks,
-    only the last one possibly shorter.
+    """S in sublayers, when its split (extra layers to the first blocks) is ours.
+
+    Ours is equal blocks, only the last one possibly shorter; any other split is refused.
     """
     if not isinstance(num_blocks, int) or isinstance(num_blocks, bool) or not 1 <= num_blocks <= n_layers:
         raise CheckpointError(

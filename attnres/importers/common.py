@@ -167,8 +167,10 @@ def read_hf_config(directory: Path, name: str = CONFIG_FILE) -> dict:
 
 
 def hf_weights(directory: Path) -> tuple[dict, Path]:
-    """model.safetensors, else its shards (model.safetensors.index.json), else pytorch_model.bin
-    read with weights_only=True.
+    """The weights of an HF directory and the file they came from.
+
+    model.safetensors, else its shards (model.safetensors.index.json), else pytorch_model.bin read
+    with weights_only=True.
     """
     if (directory / "model.safetensors").is_file():
         return read_safetensors(directory / "model.safetensors"), directory / "model.safetensors"

@@ -63,8 +63,9 @@ def import_nanogpt(path: Path, data: dict, allow_nonfinite: bool):
 
 
 def hf_fields(raw: dict, path: Path) -> dict:
-    """Our ModelConfig fields from an HF GPT-2 config.json (model_type "gpt2", which the loader
-    checked); refuses options we do not run.
+    """Our ModelConfig fields from an HF GPT-2 config.json; refuses options we do not run.
+
+    Its model_type is "gpt2" (the loader checked).
     """
     activation = raw.get("activation_function", "gelu_new")
     if activation not in HF_ACTIVATIONS:

@@ -38,8 +38,10 @@ def hf_cache_dir() -> Path:
 
 
 def cached_models(cache: Path | None = None) -> list[CachedModel]:
-    """Every model in the cache with a config.json and weights, one snapshot each (``main`` if it is
-    there, else the newest), sorted by repo id; an absent or unreadable cache gives ``[]``.
+    """Every model in the cache with a config.json and weights, sorted by repo id.
+
+    One snapshot each (``main`` if it is there, else the newest); an absent or unreadable cache
+    gives ``[]``.
     """
     from huggingface_hub import scan_cache_dir  # noqa: PLC0415 (only the inspector lists the cache)
 

@@ -67,8 +67,9 @@ def stack_parts(ours: dict, source: Path) -> dict:
 
 
 def rope_of(raw: dict, path: Path) -> tuple[float, float]:
-    """(rope_theta, linear factor) from ``rope_parameters`` (transformers 5) or ``rope_theta`` +
-    ``rope_scaling`` (transformers 4); other RoPE types are refused.
+    """(rope_theta, linear factor) of a config; RoPE types other than default and linear are refused.
+
+    Read from ``rope_parameters`` (transformers 5) or ``rope_theta`` + ``rope_scaling`` (transformers 4).
     """
     params = raw.get("rope_parameters") or raw.get("rope_scaling") or {}
     if not isinstance(params, dict) or any(isinstance(v, dict) for v in params.values()):

@@ -147,8 +147,9 @@ def strip_prefixes(state: dict, prefixes=("_orig_mod.", "module.")) -> dict:
 
 
 def query_vectors(state: dict, pattern: re.Pattern, d: int, source: Path) -> dict:
-    """Depth queries stored as ``nn.Linear(d, 1)`` weights [1, d] (keys matching ``pattern``) become
-    vectors [d] under ``name[0]``, the name the peers' rule tables map.
+    """Depth queries stored as ``nn.Linear(d, 1)`` weights [1, d] become vectors [d].
+
+    Each key matching ``pattern`` is renamed ``name[0]``, the name the peers' rule tables map.
     """
     out = {}
     for name, value in state.items():

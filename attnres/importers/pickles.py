@@ -25,8 +25,9 @@ MAX_META_BYTES = 10_000_000
 
 
 def _refusal_reason(exc: Exception) -> str:
-    """Our own words for why torch's restricted unpickler refused a file (torch's text advises an
-    unsafe retry, which we never want to pass on).
+    """Our own words for why torch's restricted unpickler refused a file.
+
+    Torch's text advises an unsafe retry, which we never want to pass on.
     """
     text = str(exc)
     found = re.search(r"GLOBAL ([\w.]+)", text) or re.search(r"but got <class '([\w.]+)'>", text)
@@ -44,8 +45,9 @@ NUMPY_NUMBER_DTYPES = tuple(
 
 
 def _numpy_array_globals() -> tuple[dict[str, object], list]:
-    """The globals a pickled plain numpy array refers to, by the names files use (numpy 1 and 2),
-    and the dtype classes its dtype may be built as.
+    """The globals a pickled plain numpy array refers to, and the dtype classes it may be built as.
+
+    The globals go by the names files use (numpy 1 and 2).
     """
     import numpy as np  # noqa: PLC0415 (only for files that hold numpy arrays)
 
@@ -62,8 +64,10 @@ def _numpy_array_globals() -> tuple[dict[str, object], list]:
 
 
 def _load_weights_only(path: Path):
-    """torch.load(weights_only=True), with plain numpy arrays allow-listed when those are the
-    only other globals in the file (checked before anything is unpickled).
+    """torch.load(weights_only=True), with plain numpy arrays allow-listed.
+
+    They are allowed only when they are the only other globals in the file (checked before anything
+    is unpickled).
     """
     try:
         return torch.load(path, map_location="cpu", weights_only=True)

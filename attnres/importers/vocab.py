@@ -125,8 +125,10 @@ def probably_gpt2(vocab_size: int) -> bool:
 
 
 def tokenizer_from_file(path: Path):
-    """A tokenizer a person points at: a tokenizer.json, a nanoGPT meta.pkl, a meta.json, or a
-    directory holding one of them (or GPT-2's vocab.json + merges.txt).
+    """A tokenizer a person points at.
+
+    A tokenizer.json, a nanoGPT meta.pkl, a meta.json, or a directory holding one of them (or
+    GPT-2's vocab.json + merges.txt).
 
     Raises:
         CheckpointError: with one sentence when the path holds none of these or cannot be read.

@@ -120,8 +120,10 @@ class CoMoments(Moments):
         self._fold(n_b, mx, m2x)
 
     def pooled(self, axis: int, present: Tensor) -> CoMoments:
-        """The co-moments of all cells along ``axis`` taken together (present: bool, which cells
-        exist), merged exactly from the per-cell ones (Chan's update over cells).
+        """The co-moments of all cells along ``axis`` taken together.
+
+        present (bool) says which cells exist; the result is merged exactly from the per-cell
+        co-moments (Chan's update over cells).
         """
         w = present.to(self.n.dtype)
         n_k = self.n * w

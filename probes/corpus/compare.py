@@ -42,9 +42,11 @@ class CorpusSinks(ProbeResult):
 
 
 def corpus_sinks(stats: CorpusStats, min_mean: float = 0.3, max_std: float = 0.1) -> CorpusSinks:
-    """Sources with mean weight >= min_mean (and above the uniform 1/K_l) whose spread over tokens and
-    over sequences is at most max_std. PreNorm has none; fewer than 2 sequences show none either
-    (one input cannot show that a weight holds whatever the input).
+    """Sources with a high, steady weight: depth-attention sinks.
+
+    Mean weight >= min_mean (and above the uniform 1/K_l), spread over tokens and over sequences at
+    most max_std. PreNorm has none; fewer than 2 sequences show none either (one input cannot show
+    that a weight holds whatever the input).
     """
     a = stats.alpha
     with np.errstate(invalid="ignore"):

@@ -187,7 +187,8 @@ class BatchMeasure:
         return alpha
 
     def _shares(self, alpha: Tensor, v: list[Tensor], h: list[Tensor], h_rms: Tensor) -> Tensor:
-        """[B, T, L] share of h_{l+1} held by v_l itself (times the weight of the source holding it):
+        """[B, T, L] share of h_{l+1} held by v_l itself (times the weight of the source holding it).
+
         w <v_l, h_{l+1}> / ||h_{l+1}||^2, with ||h||^2 = d * RMS(h)^2.
         """
         L, d = self.layout.L, h[0].shape[-1]

@@ -15,8 +15,10 @@ from .measure import BatchStats, Layout
 
 
 class SweepState:
-    """Accumulators for one model: token and sequence moments of every feature, alpha's histogram
-    and its co-moments with the source RMS, the loss by position, and per-batch gradient norms.
+    """Accumulators for one model.
+
+    Token and sequence moments of every feature, alpha's histogram and its co-moments with the
+    source RMS, the loss by position, and per-batch gradient norms.
     """
 
     def __init__(self, layout: Layout, present: torch.Tensor, seq_len: int, bins: int = 100, device="cpu"):
