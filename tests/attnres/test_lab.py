@@ -18,7 +18,7 @@ HUGE = Preset("huge", n_layer=96, n_head=64, d_model=8192, block_size=4096, batc
               steps=10, max_seconds=10, target="cuda")  # fmt: skip
 
 
-def wait_for(run: TwinRun, step: int, timeout: float = 30.0):
+def wait_for(run: TwinRun, step: int, timeout: float = 90.0):
     """The run's state once it has taken ``step`` steps (fails after ``timeout`` seconds)."""
     deadline = time.time() + timeout
     while time.time() < deadline:
