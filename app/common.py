@@ -10,13 +10,16 @@ import re
 from collections.abc import Callable
 from dataclasses import dataclass
 
+import plotly.graph_objects as go
 import streamlit as st
 
 import probes
 from app import state
-from app.compute import PROBES, prompt_loss, run_with_oom_fallback
+from app.compute import run_with_oom_fallback
 from app.models import ModelEntry, choices, get_model
 from attnres.device import DTYPES, available_devices, dtype_name, select_device
+from probes.registry import PROBES, TRACED
+from probes.sweep import COMPARE_VIEW
 
 DEFAULT_PROMPT = (
     "To be, or not to be, that is the question:\n"
@@ -114,14 +117,37 @@ def prompt_problem(entry: ModelEntry, exc: Exception) -> None:
     st.warning(f"{plain(entry.name)}: {plain(exc)}.{hint}")
 
 
+# Figures and table rows shared by every session (a few views of a few prompts each).
+MAX_FIGURES = 128
+# The home page's numbers: the loss, then the probes of its three views (one shared trace).
+COMPARE_PROBES = ("prompt_loss", *COMPARE_VIEW)
+_BLANK = go.Figure(
+    layout={"xaxis": {"visible": False}, "yaxis": {"visible": False}, "paper_bgcolor": "rgba(0,0,0,0)",
+            "plot_bgcolor": "rgba(0,0,0,0)", "margin": {"l": 0, "r": 0, "t": 0, "b": 0}}
+)  # fmt: skip
+
+# Traces are whole forward passes (every h_l and v_l); a few suffice for the probes of the prompts
+# being looked at now, shared by every session.
+MAX_TRACES = 6
+
+
+@st.cache_resource(show_spinner=False, max_entries=MAX_TRACES)
+def _cached_trace(_model, model_key: str, device: str, dtype: str, text: str) -> probes.Trace:
+    return probes.trace(_model, text)
+
+
+def _inputs(model, model_key: str, device: str, dtype: str, name: str, text: str):
+    """What a probe reads: the prompt's shared trace for a traced probe (one forward pass for all of
+    them), else the prompt itself."""
+    if name not in TRACED:
+        return text
+    traced = _cached_trace(model, model_key, device, dtype, text)
+    return traced if traced.model is model else text  # a model loaded again since: its own forward
+
+
 @st.cache_data(show_spinner=False, max_entries=512)
 def _cached_probe(_model, model_key: str, device: str, dtype: str, name: str, text: str, params: tuple):
-    return PROBES[name](_model, text, **dict(params))
-
-
-@st.cache_data(show_spinner=False, max_entries=256)
-def _cached_loss(_model, model_key: str, device: str, dtype: str, text: str):
-    return prompt_loss(_model, text)
+    return PROBES[name](_model, _inputs(_model, model_key, device, dtype, name, text), **dict(params))
 
 
 def _run(task: Callable, entry: ModelEntry, settings: Settings, what: str):
@@ -148,6 +174,13 @@ def _run(task: Callable, entry: ModelEntry, settings: Settings, what: str):
     return result
 
 
+def compute_probe(name: str, entry: ModelEntry, device: str, dtype: str, text: str, params: tuple = ()):
+    """A probe's result on ``device`` in ``dtype`` (as ``dtype_name`` gives it), from or into the
+    caches every session shares; no spinner, errors raised."""
+    dtype = dtype_name(device, dtype)
+    return _cached_probe(get_model(entry, device, dtype), entry.key, device, dtype, name, text, params)
+
+
 def probe(name: str, entry: ModelEntry, settings: Settings, **params):
     """A probe's result for one model on the sidebar prompt (cached by model, prompt and params)."""
     items = tuple(sorted(params.items()))
@@ -164,11 +197,47 @@ def probe(name: str, entry: ModelEntry, settings: Settings, **params):
 def loss(entry: ModelEntry, settings: Settings) -> float | None:
     """Mean next-character loss of one model on the sidebar prompt (cached)."""
     return _run(
-        lambda model, device, dtype: _cached_loss(model, entry.key, device, dtype, settings.prompt),
+        lambda model, device, dtype: _cached_probe(
+            model, entry.key, device, dtype, "prompt_loss", settings.prompt, ()
+        ),
         entry,
         settings,
         "the loss",
     )
+
+
+@st.cache_resource(show_spinner=False, max_entries=MAX_FIGURES)
+def _cached_figure(key: tuple, _build: Callable):
+    return _build()
+
+
+def shared_figure(key: tuple, build: Callable):
+    """``build()`` (a figure or table rows) made once for every session that shows the same thing.
+
+    ``key`` must say everything the result depends on (the builder, the models' keys, device,
+    dtype, prompt, the view's choices). The object itself is shared, so it is never changed after
+    it is built (``st.plotly_chart`` and the downloads only read it).
+    """
+    return _cached_figure(key, build)
+
+
+def view_key(settings: Settings, *choices) -> tuple:
+    """What a page's figure of the chosen models depends on: their keys and names, device, dtype,
+    prompt, and the page's own ``choices``."""
+    models = tuple((entry.key, entry.name) for entry in settings.models)
+    return (models, settings.device, settings.dtype, settings.prompt, *choices)
+
+
+def chart_placeholder():
+    """A blank slot of a chart's default height holding an empty, invisible plotly chart.
+
+    Sent before a page computes: the browser starts loading plotly.js (fetched when the first chart
+    element appears) while the numbers are computed. The page draws its chart into the slot, or
+    empties it.
+    """
+    slot = st.empty()
+    slot.plotly_chart(_BLANK, key="chart_placeholder", theme=None, config={"staticPlot": True})
+    return slot
 
 
 def names_of(settings: Settings) -> list[str]:

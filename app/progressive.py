@@ -20,8 +20,11 @@ from typing import TypeVar
 
 import streamlit as st
 
-from app.common import plain
-from app.compute import run_with_oom_fallback
+import probes
+from app import common
+from app.common import Settings, plain
+from app.compute import is_out_of_memory, run_with_oom_fallback
+from app.models import get_model
 
 T = TypeVar("T")
 STOPPED = "_stopped_"  # session-state key: the keys whose computation this session stopped
@@ -29,6 +32,11 @@ MAX_RESULTS = 256
 # Seconds slept at every progress report. Only the slow-probe browser test sets it, so that a
 # computation on the small shipped models lasts long enough to be stopped.
 DELAY_ENV = "ATTNRES_TEST_PROGRESS_DELAY_S"
+# A page's probes of a model run under a progress bar when one forward pass is slow: parameters x
+# prompt tokens above this (about a second on a CPU; the shipped samples are some 30 times below
+# it), or ACCELERATOR_SPEEDUP times it on a GPU.
+SLOW_WORK = 1e10
+ACCELERATOR_SPEEDUP = 50
 
 
 class Cancelled(Exception):
@@ -134,3 +142,62 @@ def stopped_notice(key: Hashable, text: str, where=None) -> None:
     box = (where or st).container()
     box.info(text)
     box.button("Continue", key=widget_key("continue", key), on_click=resume, args=(key,))
+
+
+def is_slow(model, n_tokens: int, device: str) -> bool:
+    """True when ``model`` reading ``n_tokens`` on ``device`` takes long enough to show progress."""
+    work = sum(p.numel() for p in model.parameters()) * n_tokens
+    return work > SLOW_WORK * (1 if device == "cpu" else ACCELERATOR_SPEEDUP)
+
+
+def _tokens(model, text: str) -> int:
+    try:
+        return len(probes.encode_prompt(model, text).ids)
+    except probes.PromptError:  # the page says so when it asks for the numbers
+        return 0
+
+
+def _compute_each(steps: list, settings: Settings, report, device: str) -> bool:
+    """Runs each (model entry, probe name) into the shared caches, reporting between them. A probe
+    that fails is left to the page, which asks for it again and says why."""
+    for done, (entry, name) in enumerate(steps):
+        report(done, len(steps))
+        try:
+            common.compute_probe(name, entry, device, settings.dtype, settings.prompt)
+        except Exception as exc:  # noqa: BLE001 (out of memory goes to the CPU fallback)
+            if is_out_of_memory(exc):
+                raise
+    report(len(steps), len(steps))
+    return True
+
+
+def prefetch(page: str, settings: Settings, names: tuple[str, ...]) -> bool:
+    """Computes a page's probes ``names`` (through the caches ``common.probe`` reads) under a progress
+    bar with a Stop button, for the chosen models that are slow (``is_slow``); nothing for the others.
+
+    Returns:
+        False when the user stopped it (a notice with a Continue button is shown instead), else True:
+        the page then draws from the caches.
+    """
+    slow = [
+        e
+        for e in settings.models
+        if is_slow(get_model(e), _tokens(get_model(e), settings.prompt), settings.device)
+    ]
+    if not slow:
+        return True
+    key = ("prefetch", page, tuple(e.key for e in slow), settings.device, settings.dtype, settings.prompt)
+    if result(key) is not None:
+        return True
+    models = ", ".join(e.name for e in slow)
+    if is_stopped(key):
+        stopped_notice(key, f"Computing {page} for {models} was stopped.")
+        return False
+    steps = [(entry, name) for entry in slow for name in names]
+    what = f"Computing {page} for {models}"
+    done = run(
+        key, what, lambda report, device: _compute_each(steps, settings, report, device), settings.device
+    )
+    if done:
+        keep(key, True)
+    return not is_stopped(key)

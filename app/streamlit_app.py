@@ -14,7 +14,7 @@ if str(REPO_ROOT) not in sys.path:  # so `import attnres, probes, figures, app` 
 
 import streamlit as st  # noqa: E402
 
-import app.warm  # noqa: E402, F401  (every session's first run waits here until it has run once)
+import app.warm  # noqa: E402  (every session's first run waits here until it has run once)
 
 PAGES = [
     ("views/compare.py", "Compare", ":material/compare:", True),
@@ -33,7 +33,13 @@ PAGES = [
 def main() -> None:
     st.set_page_config(page_title="AttnRes Lens", layout="wide")
     pages = [st.Page(path, title=title, icon=icon, default=default) for path, title, icon, default in PAGES]
-    st.navigation(pages).run()
+    page = st.navigation(pages)
+    home = page is pages[0]
+    if not home:  # the libraries only other pages need (app/warm.py); at once when already imported
+        app.warm.import_the_rest()
+    page.run()
+    if home:  # after the home page has been drawn: this session's next page finds them imported
+        app.warm.import_the_rest()
 
 
 main()

@@ -42,20 +42,21 @@ import torch; lap("import torch")
 import streamlit; lap("import streamlit")
 import pandas, pyarrow; lap("import pandas, pyarrow")
 import plotly.graph_objects, plotly.io; lap("import plotly")
-import captum.attr; lap("import captum (IPython, matplotlib)")
-import app.warm; lap("import the rest (app, probes, figures, kaleido; plotly's first figure)")
-import figures
-from app import common, compute, models
+import app.warm; lap("import the Compare page's (app, probes, figures; plotly's first figure)")
+import figures, probes
+from app import common, models
 entries = list(models.shipped_entries().values())[:3]
 loaded = [models._load_cpu(e.path, e.key) for e in entries]; lap("load the 3 models")
 text = common.DEFAULT_PROMPT
-res = {n: [compute.PROBES[n](m, text) for m in loaded] for n in app.warm.COMPARE_PROBES}
-[compute.prompt_loss(m, text) for m in loaded]; lap("probes + losses (3 models)")
+traces = [probes.trace(m, text) for m in loaded]
+res = {n: [probes.PROBES[n](m, t) for m, t in zip(loaded, traces)] for n in common.COMPARE_PROBES}
+lap("probes + losses (3 models, one trace each)")
 names = [e.name for e in entries]
 figs = [figures.depth_heatmaps(res["depth_weights"], names, "all"),
         figures.norm_growth_chart(res["stream_norms"], names)]
 figures.retrieval_summary(res["depth_retrieval"], names); lap("build the figures and table")
 [plotly.io.to_json(f, validate=False) for f in figs]; lap("serialise the figures (plotly JSON)")
+app.warm.import_the_rest(); lap("import what only other pages need (captum, kaleido, scipy.stats)")
 print(json.dumps(out))
 """
 # In the page: when the first chart element appeared and when plotly had drawn a trace into it.

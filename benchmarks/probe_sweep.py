@@ -22,7 +22,7 @@ import torch
 from attnres import load_model
 from benchmarks.harness import cpu_run_header, write_results
 from probes.attribution import DEFAULT_IG_STEPS
-from probes.sweep import COMPARE_VIEW, PROBES, full_sweep
+from probes.sweep import COMPARE_VIEW, SWEEP, full_sweep
 
 ROOT = Path(__file__).resolve().parents[1]
 MODELS = ("prenorm", "full", "block")
@@ -46,7 +46,7 @@ def measure(repeats: int, attribution_steps: int = DEFAULT_IG_STEPS) -> dict:
     runs = [full_sweep(models, PROMPT, attribution_steps=attribution_steps) for _ in range(repeats)]
     rows = []
     for name in models:
-        for probe in PROBES:
+        for probe in SWEEP:
             samples = [run.seconds[name][probe] for run in runs]
             rows.append(_row(name, probe, samples))
         totals = [run.total_seconds(name) for run in runs]
@@ -73,7 +73,7 @@ def render(result: dict) -> str:
         "| probe | " + " | ".join(MODELS) + " |",
         "| --- |" + " ---: |" * len(MODELS),
     ]
-    for probe in (*PROBES, "total"):
+    for probe in (*SWEEP, "total"):
         cells = " | ".join(f"{table[(m, probe)][0]:.3f} ({table[(m, probe)][1]:.3f})" for m in MODELS)
         lines.append(f"| {'**total**' if probe == 'total' else probe} | {cells} |")
     lines += [

@@ -32,9 +32,9 @@ from pathlib import Path
 import torch
 
 import probes
-from app.compute import prompt_loss
 from benchmarks.harness import cpu_run_header, write_results
 from benchmarks.probe_sweep import PROMPT as SHAKESPEARE
+from probes import prompt_loss
 from probes.attribution import REFINEMENT_STEPS, attribution_estimates
 from probes.lens import first_positions
 

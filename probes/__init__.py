@@ -24,12 +24,17 @@ from .dilution import DilutionMetrics, dilution_metrics, stream_dilution
 from .dynamics import SnapshotSeries, over_snapshots
 from .gradients import GradientNorms, gradient_norms
 from .lens import LogitLens, logit_lens
+from .loss import prompt_loss
 from .norms import StreamNorms, stream_norms
+from .parameters import depth_parameter_summary
 from .prompt import Batch, Prompt, PromptError, encode_prompt, make_batch, token_strings
+from .registry import PROBES, TRACED
 from .retrieval import Retrieval, depth_retrieval
 
 __all__ = [
     "MODES",
+    "PROBES",
+    "TRACED",
     "AblationResult",
     "Batch",
     "Comparison",
@@ -50,6 +55,7 @@ __all__ = [
     "ablate",
     "attribution_estimates",
     "compare",
+    "depth_parameter_summary",
     "depth_retrieval",
     "depth_sinks",
     "depth_weights",
@@ -60,6 +66,7 @@ __all__ = [
     "logit_lens",
     "make_batch",
     "over_snapshots",
+    "prompt_loss",
     "route_ablation",
     "stream_dilution",
     "stream_norms",

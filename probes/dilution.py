@@ -20,7 +20,6 @@ from __future__ import annotations
 from dataclasses import dataclass
 
 import numpy as np
-from scipy.stats import spearmanr
 
 from ._common import ProbeResult, trace
 from .gradients import gradient_norms
@@ -63,6 +62,8 @@ def dilution_metrics(model, inputs) -> DilutionMetrics:
         raise ValueError(
             f"dilution metrics need at least two Transformer blocks, the model has {model.config.n_layer}"
         )
+    from scipy.stats import spearmanr  # noqa: PLC0415 (scipy.stats takes a second to import)
+
     tr = trace(model, inputs)
     norms, grads = stream_norms(model, tr), gradient_norms(model, tr.batch)
     growth, share = stream_dilution(norms)

@@ -20,7 +20,7 @@ from tqdm import tqdm
 
 from attnres.safety import safe_name
 from probes.attribution import DEFAULT_IG_STEPS
-from probes.sweep import PROBES, full_sweep
+from probes.sweep import SWEEP, full_sweep
 
 CSS = """
 body { font-family: Inter, Helvetica, Arial, sans-serif; margin: 2em auto; max-width: 1500px; color: #222; }
@@ -105,26 +105,26 @@ def _figure_sections(sweep, names: list[str], tokenizers: dict) -> list[tuple[st
     import figures as F
 
     r = sweep.results
-    dws = [r[n]["depth"][0] for n in names]
-    norms = [r[n]["norms"] for n in names]
-    retrievals = [r[n]["retrieval"] for n in names]
+    dws = [r[n]["depth_weights"] for n in names]
+    norms = [r[n]["stream_norms"] for n in names]
+    retrievals = [r[n]["depth_retrieval"] for n in names]
     depth_items = [F.depth_heatmaps(dws, names, panel) for panel in ("attn", "mlp", "all")]
     depth_items += [F.entropy_chart(dws, names), "<h3>Depth-attention sinks (§6.2)</h3>"]
     depth_items += [
-        _table([{"model": _esc(n), **row} for row in F.sinks_table(r[n]["depth"][1])]) for n in names
+        _table([{"model": _esc(n), **row} for row in F.sinks_table(r[n]["depth_sinks"])]) for n in names
     ]
     lens_items, attribution_items = [], []
     for n in names:
         prompt = sweep.prompts[n]
-        lens = r[n]["lens"]
+        lens = r[n]["logit_lens"]
         lens_items += [F.logit_lens_heatmap(lens, "target_rank", n, prompt.tokens, tokenizers[n])]
         lens_items += [f"<h3>{_esc(n)}: predictions at the last token</h3>"]
         lens_items += [_table(F.logit_lens_table(lens, -1, tokenizers[n]))]
-        attr = r[n]["attribution"]
-        routes = r[n].get("routes")
+        attr = r[n]["gate_attribution"]
+        routes = r[n].get("route_ablation")
         attribution_items += [F.attribution_vs_weight(attr, int(attr.sites[-1]), ablation=routes)]
         attribution_items += [F.attribution_heatmap(attr)]
-        attribution_items += [F.ablation_chart(list(r[n]["ablation"]))]
+        attribution_items += [F.ablation_chart(list(r[n]["ablate"]))]
     return [
         ("depth", "Depth-attention weights (Fig. 8)", depth_items),
         (
@@ -136,7 +136,7 @@ def _figure_sections(sweep, names: list[str], tokenizers: dict) -> list[tuple[st
         (
             "fig5c",
             "Gradient magnitude per block (Fig. 5c)",
-            [F.gradient_chart([r[n]["gradients"] for n in names], names)],
+            [F.gradient_chart([r[n]["gradient_norms"] for n in names], names)],
         ),
         (
             "retrieval",
@@ -205,8 +205,8 @@ def _summary_rows(sweep) -> list[dict]:
     """One row per model and site: the per-site numbers of every probe."""
     rows = []
     for name, r in sweep.results.items():
-        dw, retrieval, lens = r["depth"][0], r["retrieval"], r["lens"]
-        grads, norms = r["gradients"], r["norms"]
+        dw, retrieval, lens = r["depth_weights"], r["depth_retrieval"], r["logit_lens"]
+        grads, norms = r["gradient_norms"], r["stream_norms"]
         for i, (site, kind) in enumerate(zip(dw.sites, dw.kinds, strict=True)):
             rows.append(
                 {
@@ -231,7 +231,7 @@ def _block_rows(sweep) -> list[dict]:
     """One row per model and Transformer block: Fig. 5b and Fig. 5c numbers."""
     rows = []
     for name, r in sweep.results.items():
-        norms, grads = r["norms"], r["gradients"]
+        norms, grads = r["stream_norms"], r["gradient_norms"]
         for i, value in enumerate(norms.block_output_rms):
             rows.append(
                 {
@@ -253,9 +253,6 @@ def write_numbers(sweep, models: dict, paths: list[str], out: Path) -> None:
         folder = out / "json" / _file_name(name)
         folder.mkdir(parents=True, exist_ok=True)
         for probe, result in results.items():
-            if probe == "depth":
-                (folder / "sinks.json").write_text(to_json(result[1]))
-                result = result[0]
             (folder / f"{probe}.json").write_text(to_json(result))
         (folder / "prompt.json").write_text(to_json(sweep.prompts[name].to_dict()))
     info = {
@@ -323,7 +320,7 @@ def build_report(
     models = {
         name: load_model(path, device=device) for name, path in zip(model_names(paths), paths, strict=True)
     }
-    with tqdm(total=len(models) * len(PROBES), desc="probes", unit="probe", disable=not progress) as bar:
+    with tqdm(total=len(models) * len(SWEEP), desc="probes", unit="probe", disable=not progress) as bar:
 
         def step(name: str, probe: str) -> None:
             bar.set_postfix_str(f"{name}: {probe} done")

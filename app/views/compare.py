@@ -2,12 +2,16 @@
 
 from __future__ import annotations
 
+from functools import partial
+
 import streamlit as st
 
-from app import state
+from app import progressive, state
 from app.charts import chart, table
 from app.common import (
+    COMPARE_PROBES,
     Settings,
+    chart_placeholder,
     encode,
     header,
     loss,
@@ -15,8 +19,10 @@ from app.common import (
     need_models,
     plain,
     probe,
+    shared_figure,
     sidebar,
     token_select,
+    view_key,
 )
 from app.corpus import corpus_mode, render_compare
 from figures.depth import depth_heatmaps
@@ -25,6 +31,25 @@ from figures.retrieval import retrieval_summary
 
 PANELS = {"all": "All sites", "attn": "Pre-attention", "mlp": "Pre-MLP", "readout": "Readout"}
 MEAN = -1  # token selector value meaning "mean over tokens"
+
+
+def depth_figure(settings: Settings, dws: list, panel: str, token: int | None):
+    """The depth-weight heatmaps of the chosen models (built once for every session)."""
+    build = partial(depth_heatmaps, dws, names_of(settings), panel, token=token)
+    return shared_figure(("compare_depth", *view_key(settings, panel, token)), build)
+
+
+def norms_figure(settings: Settings, norms: list):
+    """Norm growth of the chosen models on one log axis (built once for every session)."""
+    return shared_figure(
+        ("compare_norms", *view_key(settings)), partial(norm_growth_chart, norms, names_of(settings))
+    )
+
+
+def retrieval_rows(settings: Settings, retrievals: list) -> list[dict]:
+    """The retrieval summary's rows (built once for every session)."""
+    build = partial(retrieval_summary, retrievals, names_of(settings))
+    return shared_figure(("compare_retrieval", *view_key(settings)), build)
 
 
 def render_losses(settings: Settings) -> None:
@@ -44,16 +69,15 @@ def token_choice(tokens: tuple[str, ...]) -> int | None:
     return None if token == MEAN else token
 
 
-def render_depth(settings: Settings, tokens: tuple[str, ...]) -> None:
+def render_depth(settings: Settings, token: int | None) -> None:
     """Depth-weight heatmaps of every model on one colour scale."""
-    token = token_choice(tokens)
     dws = [probe("depth_weights", entry, settings) for entry in settings.models]
     if any(dw is None for dw in dws):
         return
     panel = st.session_state["panel"] or "all"
     names = names_of(settings)
     chart(
-        depth_heatmaps(dws, names, panel, token=token),
+        depth_figure(settings, dws, panel, token),
         "compare_depth_weights",
         data=dict(zip(names, dws, strict=True)),
     )
@@ -68,7 +92,7 @@ def render_norms_and_retrieval(settings: Settings) -> None:
     with left:
         if all(n is not None for n in norms):
             chart(
-                norm_growth_chart(norms, names),
+                norms_figure(settings, norms),
                 "compare_norm_growth",
                 data=dict(zip(names, norms, strict=True)),
             )
@@ -76,10 +100,30 @@ def render_norms_and_retrieval(settings: Settings) -> None:
         if all(r is not None for r in retrievals):
             st.subheader("Strongest sources per site")
             table(
-                retrieval_summary(retrievals, names),
+                retrieval_rows(settings, retrievals),
                 "compare_retrieval",
                 data=dict(zip(names, retrievals, strict=True)),
             )
+
+
+def render_prompt_view(settings: Settings) -> None:
+    """The page on the sidebar prompt. A blank chart slot goes out first, so the browser loads
+    plotly.js while the models run; slow models run under a progress bar with a Stop button."""
+    top = st.container()
+    depth_slot = chart_placeholder()
+    with top:
+        prompts = [encode(entry, settings) for entry in settings.models]
+        if any(p is None for p in prompts) or not progressive.prefetch("Compare", settings, COMPARE_PROBES):
+            depth_slot.empty()
+            return
+        st.caption(f"Prompt: {len(prompts[0].ids)} tokens.")
+        render_losses(settings)
+        token = token_choice(min(prompts, key=lambda p: len(p.ids)).tokens)
+    with depth_slot.container():
+        render_depth(settings, token)
+    render_norms_and_retrieval(settings)
+    if len({p.ids for p in prompts}) > 1:
+        st.info(plain("The models tokenize the prompt differently; token positions follow the shortest."))
 
 
 def main() -> None:
@@ -95,16 +139,7 @@ def main() -> None:
     if choice is not None:
         render_compare(settings, choice)
         return
-    prompts = [encode(entry, settings) for entry in settings.models]
-    if any(p is None for p in prompts):
-        return
-    st.caption(f"Prompt: {len(prompts[0].ids)} tokens.")
-    render_losses(settings)
-    shortest = min(prompts, key=lambda p: len(p.ids))
-    render_depth(settings, shortest.tokens)
-    render_norms_and_retrieval(settings)
-    if len({p.ids for p in prompts}) > 1:
-        st.info(plain("The models tokenize the prompt differently; token positions follow the shortest."))
+    render_prompt_view(settings)
 
 
 if __name__ == "__main__":

@@ -3,13 +3,45 @@ paper's Fig. 5b (output magnitude per block) and Fig. 5c (gradient magnitude per
 
 from __future__ import annotations
 
+from functools import partial
+
 import streamlit as st
 
 import figures
-from app import state
+from app import progressive, state
 from app.charts import chart
-from app.common import header, names_of, need_models, probe, sidebar
+from app.common import (
+    chart_placeholder,
+    header,
+    names_of,
+    need_models,
+    probe,
+    shared_figure,
+    sidebar,
+    view_key,
+)
 from app.corpus import corpus_mode, render_dilution
+
+PROBES = ("stream_norms", "gradient_norms")  # the gradients take a backward pass of their own
+
+
+def _figure(settings, builder, results: list, *choices):
+    """``builder(results, names, ...)`` of the chosen models, built once for every session."""
+    build = partial(builder, results, names_of(settings), *choices)
+    return shared_figure((builder.__name__, *view_key(settings, *choices)), build)
+
+
+def render_norms(settings, norms: list, slot) -> None:
+    """Norm growth (in ``slot``), update ratios and shares, and Fig. 5b."""
+    data = dict(zip(names_of(settings), norms, strict=True))
+    with slot.container():
+        fig = _figure(settings, figures.norm_growth_chart, norms, st.session_state["log_y"])
+        chart(fig, "dilution_norms", data=data)
+    left, right = st.columns(2)
+    with left:
+        chart(_figure(settings, figures.update_ratio_chart, norms), "dilution_update_ratio", data=data)
+    with right:
+        chart(_figure(settings, figures.update_share_chart, norms), "dilution_update_share", data=data)
 
 
 def main() -> None:
@@ -25,30 +57,31 @@ def main() -> None:
     if choice is not None:
         render_dilution(settings, choice)
         return
-    names = names_of(settings)
-    norms = [probe("stream_norms", entry, settings) for entry in settings.models]
-    if any(n is None for n in norms):
-        return
-    data = dict(zip(names, norms, strict=True))
     state.init("log_y", True, lambda v: isinstance(v, bool), parse=lambda s: s == "True")
     st.toggle("Log axis", key="log_y")
     state.keep("log_y")
-    chart(
-        figures.norm_growth_chart(norms, names, log_y=st.session_state["log_y"]), "dilution_norms", data=data
-    )
+    slot = chart_placeholder()  # the browser loads plotly.js while the models run
+    if not progressive.prefetch("Signal dilution", settings, PROBES):
+        slot.empty()
+        return
+    norms = [probe("stream_norms", entry, settings) for entry in settings.models]
+    if any(n is None for n in norms):
+        slot.empty()
+        return
+    render_norms(settings, norms, slot)
+    names = names_of(settings)
     left, right = st.columns(2)
     with left:
-        chart(figures.update_ratio_chart(norms, names), "dilution_update_ratio", data=data)
-    with right:
-        chart(figures.update_share_chart(norms, names), "dilution_update_share", data=data)
-    left, right = st.columns(2)
-    with left:
-        chart(figures.block_output_chart(norms, names), "dilution_block_output", data=data)
+        chart(
+            _figure(settings, figures.block_output_chart, norms),
+            "dilution_block_output",
+            data=dict(zip(names, norms, strict=True)),
+        )
     grads = [probe("gradient_norms", entry, settings) for entry in settings.models]
     with right:
         if all(g is not None for g in grads):
             chart(
-                figures.gradient_chart(grads, names),
+                _figure(settings, figures.gradient_chart, grads),
                 "dilution_gradients",
                 data=dict(zip(names, grads, strict=True)),
             )

@@ -11,7 +11,6 @@ import streamlit as st
 from app import state
 from app.charts import table
 from app.common import plain
-from app.compute import depth_parameter_summary
 from app.models import (
     ModelEntry,
     add_user_model,
@@ -27,6 +26,7 @@ from app.tokenizer_pick import tokenizer_section
 from attnres import CheckpointError, load_model
 from attnres.lint import lint_model
 from attnres.safety import check_upload_size, save_upload
+from probes import depth_parameter_summary
 
 UPLOAD_LIMIT = 200 * 1024 * 1024  # bytes; the server's maxUploadSize
 UPLOAD_ERRORS = "_upload_errors"  # session-state: content hash -> why that upload failed

@@ -12,7 +12,6 @@ from __future__ import annotations
 from dataclasses import dataclass
 
 import numpy as np
-from scipy import stats as scipy_stats
 
 from .._common import ProbeResult, site_kinds
 from .state import SweepState
@@ -45,6 +44,8 @@ class Estimate(ProbeResult):
 
 def t_half_width(std: np.ndarray, n: np.ndarray) -> np.ndarray:
     """Half width of the 95% Student-t interval of a mean of n observations with sample std."""
+    from scipy import stats as scipy_stats  # noqa: PLC0415 (scipy.stats takes a second to import)
+
     n = np.asarray(n, dtype=np.float64)
     with np.errstate(invalid="ignore", divide="ignore"):
         t = scipy_stats.t.ppf(0.975, np.maximum(n - 1, 1))

@@ -11,7 +11,11 @@ from concurrent.futures import ThreadPoolExecutor
 
 from streamlit.testing.v1 import AppTest
 
-from app import common, compute, warm
+from app import common, warm
+from figures import depth as figures_depth
+from figures import norms as figures_norms
+from figures import retrieval as figures_retrieval
+from probes import registry
 
 PAGES_SCRIPT = textwrap.dedent(
     """
@@ -60,14 +64,17 @@ def _counting(calls: list, name: str, fn):
 
 
 def test_warm_default_view_is_what_the_home_page_reads(ui, monkeypatch):
-    """After ``warm_default_view`` the home page on the default prompt computes nothing itself."""
+    """After ``warm_default_view`` the home page on the default prompt computes nothing itself: no
+    probe, no figure, no table."""
     warm.warm_default_view()
     calls = []
-    for name, fn in list(compute.PROBES.items()):
-        monkeypatch.setitem(compute.PROBES, name, _counting(calls, name, fn))
-    monkeypatch.setattr(common, "prompt_loss", _counting(calls, "loss", compute.prompt_loss))
+    for name, fn in list(registry.PROBES.items()):
+        monkeypatch.setitem(registry.PROBES, name, _counting(calls, name, fn))
+    for module, name in ((figures_depth, "depth_heatmaps"), (figures_norms, "norm_growth_chart"),
+                         (figures_retrieval, "retrieval_summary")):  # fmt: skip
+        monkeypatch.setattr(module, name, _counting(calls, name, getattr(module, name)))
     ui.open_app(prompt=f"a prompt no earlier test cached {time.time_ns()}")  # computed, through the patches
-    assert "depth_weights" in calls and "loss" in calls, calls
+    assert {"depth_weights", "prompt_loss", "depth_heatmaps", "retrieval_summary"} <= set(calls), calls
     calls.clear()
     at = AppTest.from_file(str(ui.REPO_ROOT / "app" / "streamlit_app.py"), default_timeout=120).run()
     ui.no_failures(at)
@@ -85,7 +92,7 @@ def test_concurrent_identical_misses_are_computed_once(monkeypatch):
         time.sleep(0.3)
         return len(text)
 
-    monkeypatch.setitem(compute.PROBES, "slow_probe_for_this_test", slow)
+    monkeypatch.setitem(registry.PROBES, "slow_probe_for_this_test", slow)
     text = f"the same prompt {time.time_ns()}"  # a key no earlier run has cached
     with ThreadPoolExecutor(8) as pool:
         results = list(

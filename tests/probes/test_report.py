@@ -12,7 +12,7 @@ import numpy as np
 import pytest
 
 from figures.export import offline_problems
-from probes.sweep import PROBES, full_sweep
+from probes.sweep import SWEEP, full_sweep
 from report.cli import main, model_names
 
 ROOT = Path(__file__).resolve().parents[2]
@@ -40,8 +40,8 @@ def test_report_is_fast_and_writes_every_number(report):
     assert names == ["shakespeare-prenorm", "shakespeare-full", "shakespeare-block"]
     for name in names:
         files = {p.stem for p in (out / "json" / name).glob("*.json")}
-        assert files == {*PROBES, "sinks", "prompt"}
-    depth = json.loads((out / "json" / "shakespeare-block" / "depth.json").read_text())
+        assert files == {*SWEEP, "depth_sinks", "prompt"}
+    depth = json.loads((out / "json" / "shakespeare-block" / "depth_weights.json").read_text())
     assert depth["residual"] == "block" and len(depth["mean"]) == 17
     models = json.loads((out / "models.json").read_text())
     assert len(models["shakespeare-full"]["fingerprint"]) == 12
@@ -50,7 +50,7 @@ def test_report_is_fast_and_writes_every_number(report):
     assert float(rows[16]["lens_kl"]) == pytest.approx(0.0, abs=1e-5)  # the readout is the model itself
     blocks = list(csv.DictReader((out / "blocks.csv").open()))
     assert len(blocks) == 3 * 8
-    norms = json.loads((out / "json" / "shakespeare-block" / "norms.json").read_text())
+    norms = json.loads((out / "json" / "shakespeare-block" / "stream_norms.json").read_text())
     np.testing.assert_allclose(
         [float(b["output_rms"]) for b in blocks[16:]], norms["block_output_rms"], rtol=1e-6
     )
@@ -80,10 +80,10 @@ def test_sweep_api_and_bad_inputs(tmp_path):
     from attnres import load_model
 
     model = load_model(MODELS[2])
-    sweep = full_sweep([model], "To be", probes=("depth", "ablation"))
+    sweep = full_sweep([model], "To be", probes=("depth_weights", "ablate"))
     assert (
-        set(sweep.results["model0"]) == {"depth", "ablation"}
-        and len(sweep.results["model0"]["ablation"]) == 4
+        set(sweep.results["model0"]) == {"depth_weights", "depth_sinks", "ablate"}
+        and len(sweep.results["model0"]["ablate"]) == 4
     )
     assert sweep.total_seconds("model0") > 0
     with pytest.raises(ValueError, match="unknown probes"):
