@@ -54,10 +54,14 @@ def download_row(stem: str, fig=None, data=None, rows=None) -> None:
         else:
             _download(columns[0], "PNG", _png_of(fig), stem, "png", "image/png")
         _download(columns[1], "HTML", lambda: _as_bytes(export.to_html(fig)), stem, "html", "text/html")
-    if data is not None:
-        payload = _payload(data)
+    if data is not None:  # converted only when the button is pressed: every run draws the row
         _download(
-            columns[2], "JSON", lambda: _as_bytes(export.to_json(payload)), stem, "json", "application/json"
+            columns[2],
+            "JSON",
+            lambda: _as_bytes(export.to_json(_payload(data))),
+            stem,
+            "json",
+            "application/json",
         )
     if rows:
         _download(columns[3], "CSV", lambda: _as_bytes(export.to_csv(rows)), stem, "csv", "text/csv")

@@ -39,14 +39,18 @@ def _free_port() -> int:
 
 
 class Server:
-    """``python -m app.serve`` (or plain ``streamlit run``) in its own process group, logging to a file."""
+    """``python -m app.serve`` (or plain ``streamlit run``, or ``command``) in its own process group,
+    logging to a file."""
 
-    def __init__(self, how: str = "serve", log: Path | None = None):
+    def __init__(self, how: str = "serve", log: Path | None = None, command: list[str] | None = None):
         self.port = _free_port()
         self.url = f"http://127.0.0.1:{self.port}"
         self.log = log or Path(f"/tmp/attnres-bench-{self.port}.log")
         options = {"address": "127.0.0.1", "port": str(self.port), "headless": "true"}
-        command = [*COMMANDS[how], *(x for k, v in options.items() for x in (f"--server.{k}", v))]
+        command = [
+            *(command or COMMANDS[how]),
+            *(x for k, v in options.items() for x in (f"--server.{k}", v)),
+        ]
         self.started = time.perf_counter()
         with open(self.log, "wb") as out:
             self.process = subprocess.Popen(

@@ -55,6 +55,42 @@ def test_no_page_imports_a_library_after_warm(ui):
     assert new == "[]", f"pages imported {new} lazily: import them in app/warm.py"
 
 
+HOME_SCRIPT = textwrap.dedent(
+    """
+    import sys
+    from streamlit.testing.v1 import AppTest
+    import app.warm
+
+    def packages():
+        return {name.split(".")[0] for name in sys.modules} - set(sys.stdlib_module_names)
+
+    app.warm.import_the_rest = lambda: None  # the first step alone
+    before = packages()
+    at = AppTest.from_file(sys.argv[1], default_timeout=300)
+    at.query_params["prompt"] = "To be, or not"
+    at.run()
+    assert not at.exception, [e.message for e in at.exception]
+    print(sorted(before & {"captum", "kaleido", "scipy"}), sorted(packages() - before))
+    """
+)
+
+
+def test_the_home_page_needs_only_the_first_step(ui):
+    """The Compare page imports no package beyond the first step of the warm-up, which leaves the
+    libraries only other pages need (Captum, kaleido, scipy) for later: the home page is drawn
+    without waiting for them and never runs while one of its own libraries is half-imported."""
+    entry = str(ui.REPO_ROOT / "app" / "streamlit_app.py")
+    run = subprocess.run(
+        [sys.executable, "-c", HOME_SCRIPT, entry],
+        cwd=ui.REPO_ROOT,
+        capture_output=True,
+        text=True,
+        timeout=600,
+    )
+    assert run.returncode == 0, run.stderr[-3000:]
+    assert run.stdout.strip().splitlines()[-1] == "[] []"
+
+
 def _counting(calls: list, name: str, fn):
     def counted(*args, **kwargs):
         calls.append(name)
