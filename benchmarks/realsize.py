@@ -34,9 +34,9 @@ import torch
 import probes
 from benchmarks.harness import cpu_run_header, write_results
 from benchmarks.probe_sweep import PROMPT as SHAKESPEARE
-from probes import prompt_loss
 from probes.attribution import REFINEMENT_STEPS, attribution_estimates
 from probes.lens import first_positions
+from probes.sweep import COMPARE_VIEW
 
 ROOT = Path(__file__).resolve().parents[1]
 PROMPT = (SHAKESPEARE + " " + SHAKESPEARE)[:256]
@@ -61,19 +61,16 @@ def build_gpt2_small(directory: Path) -> Path:
 
 
 def compare_page(model, text):
-    """What the Compare page computes and draws for one model: loss, depth weights, stream norms,
-    retrieval, and its three figures."""
+    """What the Compare page computes and draws for one model: loss, depth weights, stream norms and
+    retrieval from one shared trace (as the page does), and its three figures."""
     from figures.depth import depth_heatmaps
     from figures.norms import norm_growth_chart
     from figures.retrieval import retrieval_summary
 
-    if isinstance(text, str):
-        loss = prompt_loss(model, text)
-    else:  # token ids (a model without a tokenizer)
-        with torch.no_grad():
-            loss = float(model(text[:, :-1], targets=text[:, 1:]).loss)
-    dw, norms = probes.depth_weights(model, text), probes.stream_norms(model, text)
-    retrieval = probes.depth_retrieval(model, text)
+    traced = probes.trace(model, text)  # text, or token ids for a model without a tokenizer
+    loss, dw, norms, retrieval = (
+        probes.PROBES[name](model, traced) for name in ("prompt_loss", *COMPARE_VIEW)
+    )
     figs = (
         depth_heatmaps([dw], ["m"]),
         norm_growth_chart([norms], ["m"]),
