@@ -225,8 +225,10 @@ def render(result: dict) -> str:
         "| page JS loaded | browser drawing | warm server: first chart | warm: both |",
         "|---|---|---|---|---|---|---|---|",
     ]
-    lines += [_cells(f"`{how}`", *(s[how][k] for k in VIEW_COLUMNS)) for how in SERVERS]
-    lines += ["", VIEW_NOTE, "", FLOOR_NOTE.format(**s["above_floor_s"]), ""]
+    lines += [_cells(f"`{how}`", *(s[how][k] for k in VIEW_COLUMNS)) for how in SERVERS if how in s]
+    lines += ["", VIEW_NOTE, ""]
+    if "above_floor_s" in s:  # results from before the floor was measured have none
+        lines += [FLOOR_NOTE.format(**s["above_floor_s"]), ""]
     lines += ["## Server side, step by step (fresh process, seconds, median)", ""]
     steps = s["server_steps_median_s"]
     lines += ["| step | s |", "|---|---|"] + [_cells(k, v) for k, v in steps.items()]
