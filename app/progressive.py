@@ -6,6 +6,8 @@ ends the running script at its next progress update) and marks ``key`` stopped i
 page then shows a notice instead of starting the computation again. The same flag is checked at every
 report, so a computation that was not interrupted there ends at the next one. Nothing is left half
 done: results are stored only when complete, and another prompt or setting is another key.
+``prefetch`` runs a page's probes of the chosen models that are slow (a real-size import) the same
+way, into the caches the page then reads; the shipped samples never show a bar.
 """
 
 from __future__ import annotations
@@ -33,8 +35,8 @@ MAX_RESULTS = 256
 # computation on the small shipped models lasts long enough to be stopped.
 DELAY_ENV = "ATTNRES_TEST_PROGRESS_DELAY_S"
 # A page's probes of a model run under a progress bar when one forward pass is slow: parameters x
-# prompt tokens above this (about a second on a CPU; the shipped samples are some 30 times below
-# it), or ACCELERATOR_SPEEDUP times it on a GPU.
+# prompt tokens above this (about a second on a CPU; the shipped samples at their whole context are
+# some 40 times below it), or ACCELERATOR_SPEEDUP times it on a GPU.
 SLOW_WORK = 1e10
 ACCELERATOR_SPEEDUP = 50
 
