@@ -22,9 +22,8 @@ def stat_dtype(device: torch.device) -> torch.dtype:
 def _batch_moments(x: Tensor, w: Tensor | None) -> tuple[Tensor, Tensor, Tensor]:
     """(count, mean, sum of squared deviations) over dim 0 of x, counting only where w is True."""
     if w is None:
-        n = torch.full_like(x[0], x.shape[0])
-        mean = x.mean(0)
-        return n, mean, (x - mean).pow(2).sum(0)
+        var, mean = torch.var_mean(x, 0, correction=0)
+        return torch.full_like(mean, x.shape[0]), mean, var * x.shape[0]
     wf = w.to(x.dtype).expand_as(x)
     x = torch.where(wf > 0, x, torch.zeros_like(x))
     n = wf.sum(0)
@@ -41,10 +40,24 @@ class Moments:
         dtype = dtype or stat_dtype(device)
         self.n, self.mean, self.m2 = (torch.zeros(tuple(shape), dtype=dtype, device=device) for _ in range(3))
 
-    def add(self, x: Tensor, w: Tensor | None = None) -> None:
-        """Folds in observations x [N, *X] (w: bool mask broadcastable to x; None = all count)."""
+    def add(self, x: Tensor, w: Tensor | None = None, columns: Tensor | None = None) -> None:
+        """Folds in observations x [N, *X] (w: bool mask broadcastable to x; None = all count).
+
+        With ``columns`` (and no w), x is [N, C]: elements ``columns`` of the flat X, every other
+        element being 0 in every observation.
+        """
         if x.shape[0]:  # a batch's own moments in its dtype (centred, so float32 is exact enough)
-            self._fold(*(t.to(self.mean.dtype) for t in _batch_moments(x, w)))
+            moments = (t.to(self.mean.dtype) for t in _batch_moments(x, w))
+            self._fold(*(self._spread(t, columns, i == 0) for i, t in enumerate(moments)))
+
+    def _spread(self, part: Tensor, columns: Tensor | None, count: bool) -> Tensor:
+        """A batch moment of the measured columns as one of the whole shape (count: the n field)."""
+        if columns is None:
+            return part
+        whole = torch.full(
+            (self.mean.numel(),), part[0].item() if count else 0.0, dtype=part.dtype, device=part.device
+        )
+        return whole.index_copy_(0, columns, part).view(self.mean.shape)
 
     def merge(self, other: Moments) -> None:
         """Folds in another accumulator of the same shape."""
@@ -95,8 +108,8 @@ class CoMoments(Moments):
         super().__init__(shape, device, dtype)
         self.mean_y, self.m2_y, self.c = (torch.zeros_like(self.mean) for _ in range(3))
 
-    def add_pair(self, x: Tensor, y: Tensor, w: Tensor | None = None) -> None:
-        """Folds in paired observations x, y [N, *X] (w as in ``Moments.add``)."""
+    def add_pair(self, x: Tensor, y: Tensor, w: Tensor | None = None, columns: Tensor | None = None) -> None:
+        """Folds in paired observations x, y [N, *X] (w and columns as in ``Moments.add``)."""
         if not x.shape[0]:
             return
         n_b, mx, m2x = _batch_moments(x, w)
@@ -104,7 +117,7 @@ class CoMoments(Moments):
         dx, dy = x - mx, y - my
         prod = dx * dy if w is None else torch.where(w.expand_as(dx), dx * dy, torch.zeros_like(dx))
         parts = (n_b, mx, m2x, my, m2y, prod.sum(0))
-        self._fold_pair(*(t.to(self.mean.dtype) for t in parts))
+        self._fold_pair(*(self._spread(t.to(self.mean.dtype), columns, i == 0) for i, t in enumerate(parts)))
 
     def merge(self, other: CoMoments) -> None:
         """Folds in another accumulator of the same shape."""
@@ -158,14 +171,19 @@ class Histogram:
         self.bins, self.low, self.high = int(bins), float(low), float(high)
         self.counts = torch.zeros(cells, self.bins, dtype=torch.int64, device=device)
 
-    def add(self, x: Tensor, w: Tensor | None = None) -> None:
-        """Folds in x [N, cells] (w: bool [N, cells] or broadcastable; None = all count)."""
-        cells = self.counts.shape[0]
+    def add(self, x: Tensor, w: Tensor | None = None, cells: Tensor | None = None) -> None:
+        """Folds in x [N, cells] (w: bool [N, cells] or broadcastable; None = all count).
+
+        With ``cells`` (long [C]), x is [N, C]: values of those cells only (the others get no counts).
+        """
+        total = self.counts.shape[0]
+        if cells is None:
+            cells = torch.arange(total, device=x.device)
         scaled = (x.float() - self.low) * (self.bins / (self.high - self.low))
-        index = scaled.long().clamp_(0, self.bins - 1) + torch.arange(cells, device=x.device) * self.bins
+        index = scaled.long().clamp_(0, self.bins - 1) + cells * self.bins
         if w is not None:
             index = index[w.expand_as(index)]
-        self.counts += torch.bincount(index.reshape(-1), minlength=cells * self.bins).view(cells, self.bins)
+        self.counts += torch.bincount(index.reshape(-1), minlength=total * self.bins).view(total, self.bins)
 
     def merge(self, other: Histogram) -> None:
         """Adds another histogram's counts."""

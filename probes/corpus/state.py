@@ -42,15 +42,18 @@ class SweepState:
     def add(self, batch: BatchStats, mask: torch.Tensor) -> None:
         """Folds in one measured batch (mask [B, T] of real tokens)."""
         B, T = mask.shape
+        columns, cells = batch.columns, batch.cells
         full = bool(mask.all())
         feats = batch.features
-        self.tokens.add(feats.reshape(B * T, -1) if full else feats[mask])
+        rows = feats.reshape(B * T, -1) if full else feats[mask]
+        self.tokens.add(rows, columns=columns)
+        per_seq = feats.sum(1) if full else (feats * mask[..., None]).sum(1)
         lengths = mask.sum(1, keepdim=True).to(feats.dtype)
-        self.seqs.add(((feats * mask[..., None]).sum(1) / lengths).double())  # B rows: float64 is cheap
-        alpha = batch.alpha.reshape(B * T, *batch.alpha.shape[2:]) if full else batch.alpha[mask]
+        self.seqs.add((per_seq / lengths).double(), columns=columns)  # B rows: float64 is cheap
+        alpha = rows[:, : len(cells)]
         cell_rms = batch.cell_rms.reshape(alpha.shape) if full else batch.cell_rms[mask]
-        self.corr.add_pair(alpha, cell_rms)  # absent cells hold zeros; they are masked when read
-        self.hist.add(alpha.reshape(alpha.shape[0], -1), self.present.reshape(1, -1))
+        self.corr.add_pair(alpha, cell_rms, columns=cells)  # absent cells are masked when read
+        self.hist.add(alpha, cells=cells)
         has_target = mask[:, 1:] & mask[:, :-1]
         self.loss_tokens.add(batch.loss[has_target][:, None])
         per_seq = batch.loss.double().sum(1) / has_target.sum(1).clamp_min(1)
