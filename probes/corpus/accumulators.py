@@ -22,8 +22,9 @@ def stat_dtype(device: torch.device) -> torch.dtype:
 def _batch_moments(x: Tensor, w: Tensor | None) -> tuple[Tensor, Tensor, Tensor]:
     """(count, mean, sum of squared deviations) over dim 0 of x, counting only where w is True."""
     if w is None:
-        var, mean = torch.var_mean(x, 0, correction=0)
-        return torch.full_like(mean, x.shape[0]), mean, var * x.shape[0]
+        mean = x.mean(0)
+        centred = x - mean
+        return torch.full_like(mean, x.shape[0]), mean, centred.mul_(centred).sum(0)
     wf = w.to(x.dtype).expand_as(x)
     x = torch.where(wf > 0, x, torch.zeros_like(x))
     n = wf.sum(0)
@@ -112,11 +113,17 @@ class CoMoments(Moments):
         """Folds in paired observations x, y [N, *X] (w and columns as in ``Moments.add``)."""
         if not x.shape[0]:
             return
-        n_b, mx, m2x = _batch_moments(x, w)
-        _, my, m2y = _batch_moments(y, w)
-        dx, dy = x - mx, y - my
-        prod = dx * dy if w is None else torch.where(w.expand_as(dx), dx * dy, torch.zeros_like(dx))
-        parts = (n_b, mx, m2x, my, m2y, prod.sum(0))
+        if w is None:  # each deviation once, for its square and the product
+            mx, my = x.mean(0), y.mean(0)
+            dx, dy = x - mx, y - my
+            n_b = torch.full_like(mx, x.shape[0])
+            parts = (n_b, mx, (dx * dx).sum(0), my, (dy * dy).sum(0), dx.mul_(dy).sum(0))
+        else:
+            n_b, mx, m2x = _batch_moments(x, w)
+            _, my, m2y = _batch_moments(y, w)
+            dx, dy = x - mx, y - my
+            prod = torch.where(w.expand_as(dx), dx * dy, torch.zeros_like(dx))
+            parts = (n_b, mx, m2x, my, m2y, prod.sum(0))
         self._fold_pair(*(self._spread(t.to(self.mean.dtype), columns, i == 0) for i, t in enumerate(parts)))
 
     def merge(self, other: CoMoments) -> None:
@@ -191,19 +198,19 @@ class Histogram:
 
     def quantiles(self, levels) -> np.ndarray:
         """[Q, cells] quantiles, linear within a bin (error at most one bin width); NaN for empty cells."""
-        counts = self.counts.cpu().numpy().astype(np.float64)
-        total = counts.sum(1)
-        cum = np.cumsum(counts, 1)
+        counts = self.counts.cpu().numpy().astype(np.float64)  # [cells, bins]
+        total, cum = counts.sum(1), np.cumsum(counts, 1)
         edges = np.linspace(self.low, self.high, self.bins + 1)
-        out = np.full((len(levels), len(counts)), np.nan)
-        for cell in np.nonzero(total)[0]:
-            for q, level in enumerate(levels):
-                target = level * total[cell]
-                b = int(np.searchsorted(cum[cell], target, side="left").clip(0, self.bins - 1))
-                before = cum[cell, b - 1] if b else 0.0
-                inside = (target - before) / counts[cell, b] if counts[cell, b] else 0.0
-                out[q, cell] = edges[b] + inside * (edges[b + 1] - edges[b])
-        return out
+        target = np.asarray(levels, dtype=np.float64)[:, None] * total  # [Q, cells]
+        # the first bin whose cumulative count reaches the target (searchsorted, side "left")
+        b = np.minimum((cum[None] < target[..., None]).sum(-1), self.bins - 1)
+        cells = np.arange(len(counts))
+        before = np.where(b > 0, cum[cells, np.maximum(b - 1, 0)], 0.0)
+        here = counts[cells, b]
+        with np.errstate(invalid="ignore", divide="ignore"):
+            inside = np.where(here > 0, (target - before) / here, 0.0)
+        out = edges[b] + inside * (edges[b + 1] - edges[b])
+        return np.where(total > 0, out, np.nan)
 
     def state(self) -> dict[str, np.ndarray]:
         """The counts as a numpy array."""
