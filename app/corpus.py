@@ -1,5 +1,5 @@
 """Corpus mode: the sidebar's Evidence switch, the cached corpus sweep with progress and cancel, and
-the corpus views of the Compare, Depth routing and Signal dilution pages.
+the corpus views of the Compare, Depth routing, Signal dilution, Retrieval and Logit lens pages.
 
 A finished sweep opens from the on-disk cache (``probes.corpus``; the directory is a sidebar
 setting, default ``$ATTNRES_LENS_CACHE`` or ``~/.cache/attnres-lens``); an unmeasured one waits for
@@ -116,7 +116,7 @@ def _run(missing, cache: SweepCache, sweep: SweepSettings) -> bool:
 
 
 def corpus_results(settings: Settings, choice: CorpusChoice):
-    """Each chosen model's CorpusStats (from the cache, or swept now), or None while any is missing."""
+    """(each chosen model's CorpusStats, whether any was swept in this run), or None while any is missing."""
     prepared = _prepared(settings, choice)
     if prepared is None:
         return None
@@ -134,18 +134,30 @@ def corpus_results(settings: Settings, choice: CorpusChoice):
         if not st.session_state.get(RUNNING) or not _run(missing, cache, sweep):
             return None
     try:
-        return [corpus_sweep(model, seqs, sweep, cache=cache) for _, model, seqs in prepared]
+        return [corpus_sweep(model, seqs, sweep, cache=cache) for _, model, seqs in prepared], bool(missing)
     except (CorpusError, OSError) as error:
         st.error(f"The corpus sweep could not be read or run: {plain(error)}")
         return None
 
 
-def evidence_caption(stats_list) -> None:
-    """What the page rests on."""
+def evidence_caption(stats_list, swept_now: bool) -> None:
+    """What the page rests on, and where it came from."""
     st.caption(
         f"Corpus: {plain(stats_list[0].corpus)} · {FC.evidence_note(stats_list)} per model · "
+        f"{'measured now' if swept_now else 'opened from the cache'} · "
         "bands and ± are 95% t-intervals over sequences."
     )
+
+
+def _loaded(settings: Settings, choice: CorpusChoice):
+    """(names, stats per model, name -> stats) under the evidence caption, or None while any is missing."""
+    found = corpus_results(settings, choice)
+    if found is None:
+        return None
+    stats_list, swept_now = found
+    evidence_caption(stats_list, swept_now)
+    names = [e.name for e in settings.models]
+    return names, stats_list, dict(zip(names, stats_list, strict=True))
 
 
 def _selectors() -> tuple[str, str]:
@@ -199,12 +211,10 @@ def _diff(settings: Settings, stats_list) -> None:
 
 def render_compare(settings: Settings, choice: CorpusChoice) -> None:
     """The Compare page over a corpus: heatmaps of corpus means or spreads, bands, drill-down, diff."""
-    stats_list = corpus_results(settings, choice)
-    if stats_list is None:
+    loaded = _loaded(settings, choice)
+    if loaded is None:
         return
-    names = [e.name for e in settings.models]
-    data = dict(zip(names, stats_list, strict=True))
-    evidence_caption(stats_list)
+    names, stats_list, data = loaded
     for column, name, stats in zip(st.columns(len(stats_list)), names, stats_list, strict=True):
         loss = stats.loss
         column.metric(f"{name}: loss on the corpus", f"{loss.seq_mean[0]:.3f} ± {loss.ci_half[0]:.3f} nats")
@@ -225,11 +235,11 @@ def render_compare(settings: Settings, choice: CorpusChoice) -> None:
 
 def render_depth(settings: Settings, choice: CorpusChoice) -> None:
     """The Depth routing page over a corpus: mean and spread heatmaps, sinks with their spread."""
-    stats_list = corpus_results(settings, choice)
-    if stats_list is None:
+    loaded = _loaded(settings, choice)
+    if loaded is None:
         return
-    stats, name = stats_list[0], settings.models[0].name
-    evidence_caption(stats_list)
+    names, stats_list, _ = loaded
+    stats, name = stats_list[0], names[0]
     left, right = st.columns(2)
     with left:
         chart(FC.corpus_heatmaps([stats], [name], "mean"), "corpus_depth_mean", data=stats)
@@ -253,12 +263,10 @@ def render_depth(settings: Settings, choice: CorpusChoice) -> None:
 
 def render_dilution(settings: Settings, choice: CorpusChoice) -> None:
     """The Signal dilution page over a corpus: every magnitude with its 95% band."""
-    stats_list = corpus_results(settings, choice)
-    if stats_list is None:
+    loaded = _loaded(settings, choice)
+    if loaded is None:
         return
-    names = [e.name for e in settings.models]
-    data = dict(zip(names, stats_list, strict=True))
-    evidence_caption(stats_list)
+    names, stats_list, data = loaded
     specs = [
         ("input_rms", "Stream magnitude RMS(h_l)", "site l", "RMS(h_l)", True),
         ("update_ratio", "Update ratio ||v_l|| / ||h_l||", "layer l", "ratio", True),
@@ -276,3 +284,38 @@ def render_dilution(settings: Settings, choice: CorpusChoice) -> None:
                 chart(fig, f"corpus_{field}", data=data)
     if len(specs) == 4:
         st.caption("Fig. 5c over the corpus needs gradients: switch on 'With gradients' in the sidebar.")
+
+
+def render_retrieval(settings: Settings, choice: CorpusChoice) -> None:
+    """The Retrieval page over a corpus: corpus-mean routing of the AttnRes models, strongest sources."""
+    loaded = _loaded(settings, choice)
+    if loaded is None:
+        return
+    names, stats_list, data = loaded
+    routed = [(n, s) for n, s in zip(names, stats_list, strict=True) if s.residual != "prenorm"]
+    if not routed:
+        st.caption("PreNorm has no routing weights over the corpus: each source enters with weight 1.")
+        return
+    routed_names, routed_stats = [n for n, _ in routed], [s for _, s in routed]
+    chart(FC.corpus_heatmaps(routed_stats, routed_names, "mean"), "corpus_retrieval_mixing", data=data)
+    st.subheader("Strongest sources per site over the corpus")
+    table(FC.corpus_top_sources_table(routed_stats, routed_names), "corpus_retrieval_summary", data=data)
+
+
+def render_lens(settings: Settings, choice: CorpusChoice) -> None:
+    """The Logit lens page over a corpus: KL of each site's lens to the final output, loss by position."""
+    loaded = _loaded(settings, choice)
+    if loaded is None:
+        return
+    names, stats_list, data = loaded
+    left, right = st.columns(2)
+    with left:
+        fig = FC.band_chart(
+            stats_list, names, "lens_kl", "Logit lens: KL to the final output", "site l", "nats"
+        )
+        chart(fig, "corpus_lens_kl", data=data)
+    with right:
+        fig = FC.band_chart(
+            stats_list, names, "loss_by_position", "Next-token loss by position", "position", "nats"
+        )
+        chart(fig, "corpus_loss_by_position", data=data)

@@ -11,7 +11,7 @@ import numpy as np
 import plotly.graph_objects as go
 from plotly.subplots import make_subplots
 
-from ._grid import hover_sources, on_grid, site_labels, union_columns
+from ._grid import hover_sources, on_grid, site_label, site_labels, union_columns
 from .style import (
     DIVERGING_COLORSCALE,
     SEQUENTIAL_COLORSCALE,
@@ -23,6 +23,7 @@ from .style import (
     model_title,
     safe_label,
     safe_labels,
+    safe_text,
     sparse_ticks,
     weight_zmax,
 )
@@ -228,6 +229,32 @@ def corpus_sinks_table(sinks) -> list[dict]:
             strict=True,
         )  # fmt: skip
     ]
+
+
+def corpus_top_sources_table(stats_list, names, k: int = 3) -> list[dict]:
+    """Rows per AttnRes model and site: the k sources of largest corpus-mean weight, each ± its 95% CI."""
+    rows = []
+    for stats, name in zip(stats_list, names, strict=True):
+        if stats.residual == "prenorm":
+            continue
+        for row, (site, kind) in enumerate(zip(stats.sites, stats.kinds, strict=True)):
+            mean, ci = stats.alpha.seq_mean[row], stats.alpha.ci_half[row]
+            order = [
+                j
+                for j in np.argsort(-np.nan_to_num(mean, nan=-np.inf), kind="stable")
+                if np.isfinite(mean[j])
+            ]
+            entry = {"model": safe_text(name), "site": site_label(site, kind)}
+            for rank in range(k):
+                j = order[rank] if rank < len(order) else None
+                text = (
+                    f"{safe_label(stats.sources[row][j])} ({mean[j]:.3f} ± {ci[j]:.3f})"
+                    if j is not None
+                    else "—"
+                )
+                entry[f"top {rank + 1}"] = text
+            rows.append(entry)
+    return rows
 
 
 def corpus_diff_heatmap(diff, names):

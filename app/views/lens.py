@@ -9,6 +9,7 @@ import probes
 from app import progressive, state
 from app.charts import chart, table
 from app.common import MAX_PROMPT_CHARS, encode, header, need_models, plain, sidebar
+from app.corpus import corpus_mode, render_lens
 from app.models import get_model
 from probes.lens import first_positions, merge_lenses, read_positions
 
@@ -26,8 +27,12 @@ def main() -> None:
         "columns prompt positions; the table lists the top predictions at one position.",
     )
     settings = sidebar(multi=True)
+    choice = corpus_mode()
     if not need_models(settings):
         return
+    if choice is not None:  # the corpus first, then this prompt as the drill-down
+        render_lens(settings, choice)
+        st.subheader("This prompt")
     state.init("metric", "target_rank", state.choice_of(list(METRICS)))
     st.selectbox("Metric", list(METRICS), key="metric", format_func=METRICS.get)
     state.init("position", -1, lambda v: isinstance(v, int) and v < 0, parse=int)

@@ -9,6 +9,7 @@ import figures
 from app import state
 from app.charts import chart, table
 from app.common import header, names_of, need_models, probe, sidebar
+from app.corpus import corpus_mode, render_retrieval
 
 
 def threshold_choice() -> float:
@@ -26,8 +27,12 @@ def main() -> None:
         "AttnRes's softmax weight alpha, or for PreNorm each source's share of the summed stream.",
     )
     settings = sidebar(multi=True, default=("PreNorm", "Full AttnRes"))
+    choice = corpus_mode()
     if not need_models(settings):
         return
+    if choice is not None:  # the corpus first, then this prompt as the drill-down
+        render_retrieval(settings, choice)
+        st.subheader("This prompt")
     threshold = threshold_choice()
     names = names_of(settings)
     retrievals = [probe("depth_retrieval", entry, settings) for entry in settings.models]

@@ -1,6 +1,6 @@
 """Corpus mode: a sweep run from the Compare page over a tiny corpus, then, in a fresh session, the
-same sweep opened from the cache (the model is not run) on the Compare, Depth routing and Signal
-dilution pages."""
+same sweep opened from the cache (the model is not run) on the Compare, Depth routing, Signal
+dilution, Retrieval and Logit lens pages."""
 
 import numpy as np
 
@@ -18,6 +18,7 @@ def test_corpus_mode_runs_then_opens_from_the_cache(ui, tmp_path, monkeypatch):
     at.button(key="corpus_run").click().run()
     ui.no_failures(at)
     assert len(list(tmp_path.glob("*.json"))) == 2
+    assert any("measured now" in c.value for c in at.caption)
 
     def forbidden(self, *args, **kwargs):
         raise AssertionError("the corpus sweep ran the model")
@@ -25,6 +26,7 @@ def test_corpus_mode_runs_then_opens_from_the_cache(ui, tmp_path, monkeypatch):
     monkeypatch.setattr(BatchMeasure, "__call__", forbidden)
     at = ui.open_app(**QUERY)  # a new session: everything below comes from the cache
     ui.no_failures(at)
+    assert any("opened from the cache" in c.value for c in at.caption)
     heat = ui.chart_titled(at, "weights over the corpus")
     assert "2 sequences · 512 tokens" in heat["layout"]["title"]["subtitle"]["text"]
     for title in ("Stream magnitude", "Largest weight", "This prompt vs the corpus", "Routing difference"):
@@ -46,3 +48,22 @@ def test_corpus_mode_runs_then_opens_from_the_cache(ui, tmp_path, monkeypatch):
     at.switch_page("views/dilution.py").run()
     ui.no_failures(at)
     ui.chart_titled(at, "Fig. 5b")
+    at.switch_page("views/retrieval.py").run()
+    ui.no_failures(at)
+    assert [t.value for t in at.subheader][:2] == [
+        "Strongest sources per site over the corpus",
+        "This prompt",
+    ]
+    rows = at.dataframe[0].value  # Full's rows first, then Block's: Block's readout row is the last
+    readout = stats.alpha.seq_mean[-1]
+    top = stats.sources[-1][int(np.nanargmax(readout))]
+    assert rows.iloc[-1]["top 1"].startswith(f"{top} ({np.nanmax(readout):.3f} ± ")
+    assert len(rows) == 2 * stats.n_sites
+    ui.chart_titled(at, "Fig. 9")  # the prompt's own drill-down is kept below
+    at.switch_page("views/lens.py").run()
+    ui.no_failures(at)
+    kl = ui.chart_titled(at, "KL to the final output")
+    block_line = [t for t in kl["data"] if t.get("mode") == "lines+markers"][1]
+    np.testing.assert_allclose(ui.array(block_line["y"]), stats.lens_kl.seq_mean, rtol=1e-6)
+    ui.chart_titled(at, "loss by position")
+    assert any(t.value == "This prompt" for t in at.subheader)
