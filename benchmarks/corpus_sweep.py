@@ -9,6 +9,8 @@ round (machine load hits them alike): the bare ``torch.no_grad()`` forward ``mod
 fingerprint and the final result; no cache); the same with gradients (one backward per batch); and, as
 the profile of the second, the sweep without the logit lens (what the lens's L readouts cost).
 Goals: sweep <= 1.3x the bare forward, with gradients <= 3.5x. Medians are reported.
+Then, once per model, the default corpus view cold: what the dashboard's Evidence switch runs first
+(the held-out plays, ``SweepSettings()``: 128 sequences of 256 tokens, into an empty cache).
 """
 
 from __future__ import annotations
@@ -17,6 +19,7 @@ import argparse
 import os
 import statistics
 import sys
+import tempfile
 import time
 from pathlib import Path
 
@@ -24,7 +27,7 @@ import torch
 
 from attnres import load_model
 from benchmarks.harness import cpu_run_header, write_results
-from probes.corpus import SweepSettings, corpus_sweep, load_sequences
+from probes.corpus import SweepCache, SweepSettings, corpus_sweep, load_sequences
 
 ROOT = Path(__file__).resolve().parent.parent
 MODELS = ("prenorm", "full", "block")
@@ -75,6 +78,25 @@ def time_model(name: str, n_seqs: int, repeats: int) -> dict:
     }
 
 
+def default_view(name: str) -> dict:
+    """The default corpus view of one model, cold: sequences, tokens and wall seconds."""
+    model = load_model(ROOT / "sample_models" / f"shakespeare-{name}")
+    settings = SweepSettings()
+    with tempfile.TemporaryDirectory() as cache:
+        start = time.perf_counter()
+        seqs = load_sequences(
+            model, "heldout", min(settings.seq_len, model.config.block_size), settings.max_seqs
+        )
+        stats = corpus_sweep(model, seqs, settings, cache=SweepCache(cache))
+        seconds = time.perf_counter() - start
+    return {
+        "model": name,
+        "sequences": stats.n_sequences,
+        "tokens": stats.n_tokens,
+        "wall_s": round(seconds, 2),
+    }
+
+
 def render(report: dict) -> str:
     """The results JSON as Markdown."""
     lines = [
@@ -98,6 +120,9 @@ def render(report: dict) -> str:
     missed = [f"{r['model']} {goal} ({r['ratio'][goal]:.2f}x > {limit}x)" for r in report["results"]
               for goal, limit in GOALS.items() if r["ratio"][goal] > limit]  # fmt: skip
     lines += ["", "Goals missed: " + ("; ".join(missed) if missed else "none") + "."]
+    lines += ["", "Default corpus view, cold (held-out plays, `SweepSettings()`, empty cache):", ""]
+    lines += [f"- {v['model']}: {v['sequences']} sequences · {v['tokens']:,} tokens in {v['wall_s']:.1f} s"
+              for v in report.get("default_view", [])]  # fmt: skip
     return "\n".join(lines) + "\n"
 
 
@@ -119,6 +144,7 @@ def main(argv=None) -> None:
         "load_average_1min": [round(load_before, 2), round(os.getloadavg()[0], 2)],
         "goals": GOALS,
         "results": rows,
+        "default_view": [default_view(name) for name in MODELS],
     }
     print(write_results(report, args.out, render))
 
