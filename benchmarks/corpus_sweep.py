@@ -33,6 +33,15 @@ ROOT = Path(__file__).resolve().parent.parent
 MODELS = ("prenorm", "full", "block")
 GOALS = {"sweep": 1.3, "sweep+gradients": 3.5}
 BATCH = 8
+PROFILE = (
+    "Where the time goes: the 'sweep without lens' column is the sweep less the logit lens (one readout "
+    "per site but the last, which reuses the model's logits). What remains over the bare forward is the "
+    "recorded internals and a few dozen small per-token reductions per batch (RMS of every source and "
+    "input, the weights' entropy and maximum, the update shares, the accumulators), plus per-sweep fixed "
+    "costs (fingerprint, result) that one batch does not amortise. On a loaded machine each small op "
+    "waits for both threads, so these ratios grow with the load; `torch.profiler` or cProfile of "
+    "`corpus_sweep` (one thread, CPU time) shows the same parts."
+)
 
 
 def steps_for(model, seqs) -> dict:
@@ -120,6 +129,7 @@ def render(report: dict) -> str:
     missed = [f"{r['model']} {goal} ({r['ratio'][goal]:.2f}x > {limit}x)" for r in report["results"]
               for goal, limit in GOALS.items() if r["ratio"][goal] > limit]  # fmt: skip
     lines += ["", "Goals missed: " + ("; ".join(missed) if missed else "none") + "."]
+    lines += ["", PROFILE]
     lines += ["", "Default corpus view, cold (held-out plays, `SweepSettings()`, empty cache):", ""]
     lines += [f"- {v['model']}: {v['sequences']} sequences · {v['tokens']:,} tokens in {v['wall_s']:.1f} s"
               for v in report.get("default_view", [])]  # fmt: skip
