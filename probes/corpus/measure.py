@@ -73,8 +73,10 @@ class Layout:
         return sum(int(torch.tensor(shape).prod()) for _, shape in self.parts())
 
     def measured_columns(self, present: Tensor) -> Tensor:
-        """[F'] the columns of F a batch measures: every feature but the (site, source) cells that
-        do not exist (``present`` [S, K] False), which hold 0 at every token.
+        """[F'] the columns of F a batch measures.
+
+        Every feature but the (site, source) cells that do not exist (``present`` [S, K] False),
+        which hold 0 at every token.
         """
         keep = torch.ones(self.width, dtype=torch.bool)
         cells = present.flatten().cpu()
@@ -125,8 +127,9 @@ class BatchMeasure:
             return self._measure(out, targets, captured)
 
     def _forward_with_grad(self, tokens, targets):
-        """The forward with its loss's gradients: per block parameters, and per site input h_l
-        (each h_l as its norm receives it, so PreNorm's stream counts every later use too).
+        """The forward with its loss's gradients per block parameters and per site input h_l.
+
+        Each h_l is taken as its norm receives it, so PreNorm's stream counts every later use too.
         """
         captured: list[Tensor] = []
         inputs = [norm for b in self.model.blocks for norm in (b.attn_norm, b.mlp_norm)] + [
