@@ -39,19 +39,20 @@ PAGES_SCRIPT = textwrap.dedent(
 )
 
 
+def _last_line(ui, script: str) -> str:
+    """The last line ``script`` prints, run in a fresh interpreter with the app's entry as argv[1]."""
+    entry = str(ui.REPO_ROOT / "app" / "streamlit_app.py")
+    run = subprocess.run(
+        [sys.executable, "-c", script, entry], cwd=ui.REPO_ROOT, capture_output=True, text=True, timeout=600
+    )
+    assert run.returncode == 0, run.stderr[-3000:]
+    return run.stdout.strip().splitlines()[-1]
+
+
 def test_no_page_imports_a_library_after_warm(ui):
     """Every page, run once after ``import app.warm``, imports no third-party package: whatever
     a page needs lazily is then already complete when the first session runs."""
-    entry = str(ui.REPO_ROOT / "app" / "streamlit_app.py")
-    run = subprocess.run(
-        [sys.executable, "-c", PAGES_SCRIPT, entry],
-        cwd=ui.REPO_ROOT,
-        capture_output=True,
-        text=True,
-        timeout=600,
-    )
-    assert run.returncode == 0, run.stderr[-3000:]
-    new = run.stdout.strip().splitlines()[-1]
+    new = _last_line(ui, PAGES_SCRIPT)
     assert new == "[]", f"pages imported {new} lazily: import them in app/warm.py"
 
 
@@ -79,16 +80,7 @@ def test_the_home_page_needs_only_the_first_step(ui):
     """The Compare page imports no package beyond the first step of the warm-up, which leaves the
     libraries only other pages need (Captum, kaleido, scipy) for later: the home page is drawn
     without waiting for them and never runs while one of its own libraries is half-imported."""
-    entry = str(ui.REPO_ROOT / "app" / "streamlit_app.py")
-    run = subprocess.run(
-        [sys.executable, "-c", HOME_SCRIPT, entry],
-        cwd=ui.REPO_ROOT,
-        capture_output=True,
-        text=True,
-        timeout=600,
-    )
-    assert run.returncode == 0, run.stderr[-3000:]
-    assert run.stdout.strip().splitlines()[-1] == "[] []"
+    assert _last_line(ui, HOME_SCRIPT) == "[] []"
 
 
 def _counting(calls: list, name: str, fn):
